@@ -1,0 +1,27 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both create .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean-demo
+
+setup: $(STAMP)
+
+# Reinstall only when requirements.txt changes (or the venv is missing).
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m engine.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) main.py --benchmark 1
+
+clean-demo:
+	rm -rf data/synthetic logs/run/synthetic logs/summary/synthetic results/demo*
