@@ -1,0 +1,44 @@
+"""GSVNet command line: train the propagation modules, evaluate, run inference or benchmark.
+
+    python main.py --dataset synthetic --checkname demo            # train flow + GSV
+    python main.py --train-segnet 1 --dataset synthetic             # train the keyframe net
+    python main.py --evaluate 1 --eval-multi-step 1 2 --resume 1    # avg/min mIoU, l=3
+    python main.py --inference 1 --input video.mp4 --resume 1       # dump predictions + overlay video
+    python main.py --benchmark 1                                    # FPS and FLOPs per frame type
+    torchrun --nproc_per_node 2 main.py ...                         # multi-process training/eval
+
+Run `python main.py --help` for every flag.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from config.config import parse_args
+
+# mode -> (module, function); imported lazily so `--help` stays fast.
+_MODES = {
+    "benchmark": ("engine.benchmark", "run_benchmark"),
+    "inference": ("engine.infer", "run_inference"),
+    "evaluate": ("engine.evaluator", "run_evaluation"),
+    "train_segnet": ("engine.segnet_trainer", "run_segnet_training"),
+    "train": ("engine.trainer", "run_training"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    mode = next((m for m in ("benchmark", "inference", "evaluate", "train_segnet") if getattr(cfg, m)), "train")
+    module_name, func_name = _MODES[mode]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        print(f"error: mode '{mode}' is not implemented yet ({module_name} is missing)", file=sys.stderr)
+        return 2
+    return int(getattr(module, func_name)(cfg) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

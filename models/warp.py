@@ -1,0 +1,54 @@
+"""Backward warping of 1/8-scale maps by a dense flow field (official_gsvnet.md §5, DESIGN.md §4).
+
+Convention, stated once here and relied upon everywhere else:
+
+- ``flow`` is B×2×H×W on the same grid as the map being warped; channel 0 is x (along the width),
+  channel 1 is y (along the height); units are pixels of that grid.
+- Backward warp: ``out(p) = x(p + flow(p))``, bilinear, zero outside the image, pixel centres on the
+  corners of the normalised grid (``align_corners=True``, the behaviour the official weights were
+  trained with under torch 1.1).
+- The official flow nets do not output pixels: they output 4× the displacement in pixels of the 1/8
+  grid (the official warp divides by 4 internally, and the flow map is resized to the 1/8 grid
+  without rescaling its vectors). We keep ``warp`` in plain pixels and make that factor explicit:
+  the pipeline divides the raw flow-net output by ``FLOW_DIVISOR`` before calling ``warp``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+FLOW_DIVISOR = 4
+"""Raw flow-net output / FLOW_DIVISOR = displacement in pixels of the 1/8 grid (official convention)."""
+
+
+def warp(x: Tensor, flow: Tensor) -> Tensor:
+    """Backward-warp ``x`` by ``flow``: ``out[b, :, y, x] = x[b, :, y + v, x + u]`` (bilinear, zeros outside).
+
+    Args:
+        x: B×C×H×W floating-point map (e.g. the previous frame's logits at 1/8 scale), H, W ≥ 2.
+        flow: B×2×H×W displacements in pixels of x's grid; channel 0 = u (x / width), channel 1 = v
+            (y / height). A positive u samples to the right. Cast to ``x.dtype`` if it differs.
+
+    Returns:
+        B×C×H×W tensor of ``x.dtype`` on ``x.device``. Neither input is modified.
+    """
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"warp: x must be a floating-point B×C×H×W tensor, got {x.dtype} {tuple(x.shape)}")
+    b, _, h, w = x.shape
+    if flow.dim() != 4 or flow.shape[0] != b or flow.shape[1] != 2 or flow.shape[2:] != x.shape[2:]:
+        raise ValueError(f"warp: flow must be B×2×H×W = {(b, 2, h, w)} to match x, got {tuple(flow.shape)}")
+    if not flow.is_floating_point():
+        raise ValueError(f"warp: flow must be floating point, got {flow.dtype}")
+    if h < 2 or w < 2:
+        # With align_corners=True a 1-pixel axis has no scale, so a displacement along it cannot be expressed.
+        raise ValueError(f"warp: x needs H >= 2 and W >= 2, got H={h}, W={w}")
+    flow = flow.to(dtype=x.dtype)  # grid_sample needs grid and input of the same dtype
+    base_x = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device).view(1, 1, w)
+    base_y = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device).view(1, h, 1)
+    # Pixel displacement → normalised displacement: the full width spans 2 over (W − 1) pixel steps.
+    # Out-of-place arithmetic, so the caller's flow tensor is never touched (unlike the official code).
+    grid_x = base_x + flow[:, 0] * (2.0 / (w - 1))
+    grid_y = base_y + flow[:, 1] * (2.0 / (h - 1))
+    grid = torch.stack((grid_x, grid_y), dim=-1)  # B×H×W×2, last dim (x, y) as grid_sample expects
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
