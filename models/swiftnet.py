@@ -11,8 +11,10 @@ Cityscapes weights (a raw state_dict, 195 entries) load with ``strict=True``:
 Conventions (stated once, here):
 - Input: RGB on the 0-255 scale, already normalised with SWIFTNET_MEAN / SWIFTNET_STD. The official
   forward does not normalise, but the ``img_mean`` / ``img_std`` buffers stay in the state_dict.
-- Skip features are the **pre-ReLU** residual sums of each layer's last BasicBlock (the official
-  block returns ``relu(out), out``); the next layer still receives the ReLU'd tensor.
+- Skip features are the **ReLU'd** outputs of each layer's last BasicBlock. The official block is
+  written to return ``relu(out), out`` (a pre-ReLU skip), but its ReLU is in-place, so both names
+  hold the same rectified tensor. The official code's own outputs (tests/test_pipeline.py, parity
+  case A) only match with the rectified skip; a pre-ReLU skip misses them by ~0.15 %.
 - Every internal resize is bilinear with ``align_corners=False``, as in the official SwiftNet code.
 - Output: raw logits at ceil(H/4) x ceil(W/4); no final upsampling (the GSVNet pipeline resizes).
 """
@@ -93,14 +95,17 @@ class UpsampleBlock(nn.Module):
 
 
 def basic_block_with_skip(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Run a torchvision BasicBlock and return (relu(out), out) with out the pre-ReLU sum.
+    """Run a torchvision BasicBlock and return (relu(out), skip).
 
-    torchvision only exposes relu(out); SwiftNet's lateral connections need ``out`` itself.
+    skip is the rectified output as well: the official block's in-place ReLU overwrites the pre-ReLU
+    sum it meant to return (see the module docstring). Kept as a separate function so the skip
+    semantics are stated and tested in one place.
     """
     out = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))
     identity = x if block.downsample is None else block.downsample(x)
     out = out + identity
-    return F.relu(out), out   # not in-place: ``out`` is kept as the skip
+    rectified = F.relu(out)
+    return rectified, rectified
 
 
 class SwiftNetBackbone(nn.Module):
@@ -124,7 +129,7 @@ class SwiftNetBackbone(nn.Module):
 
     @staticmethod
     def forward_layer(layer: nn.Sequential, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns (input for the next layer, pre-ReLU skip of the last block)."""
+        """Returns (input for the next layer, skip of the last block)."""
         *head, last = layer
         for block in head:
             x = block(x)

@@ -194,7 +194,8 @@ def _block_pre_relu(block, x):
     return y + x
 
 
-def test_swiftnet_skips_are_pre_relu_sums_of_last_block():
+def test_swiftnet_skips_are_rectified_outputs_of_last_block():
+    """The official in-place ReLU makes the skip the rectified residual sum (parity case A confirms)."""
     torch.manual_seed(1)
     net = SwiftNet(19).eval()
     _randomize_bn(net, seed=1)
@@ -215,9 +216,9 @@ def test_swiftnet_skips_are_pre_relu_sums_of_last_block():
             x = F.relu(skip)
             # torchvision's own layer output is the ReLU of that skip.
             torch.testing.assert_close(layer(layer_in), x, rtol=1e-5, atol=1e-5)
-    for got, want in zip(features[:3] + [seen["spp_in"]], manual):
-        assert (want < 0).any()          # otherwise pre- and post-ReLU would be indistinguishable
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for got, pre_relu in zip(features[:3] + [seen["spp_in"]], manual):
+        assert (pre_relu < 0).any()      # otherwise pre- and post-ReLU would be indistinguishable
+        torch.testing.assert_close(got, F.relu(pre_relu), rtol=1e-5, atol=1e-5)
 
 
 def test_swiftnet_spp_grids_keep_aspect_ratio(swiftnet):
@@ -362,3 +363,13 @@ def test_state_dict_round_trip_weights_only(cls, hw):
     x = torch.randn(1, 3, *hw)
     with torch.inference_mode():
         torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [SwiftNet, BiSeNet])
+def test_train_mode_backward_reaches_every_parameter(cls):
+    torch.manual_seed(9)
+    net = cls(5).train()
+    out = net(torch.randn(2, 3, 64, 64))
+    outputs = out if isinstance(out, tuple) else (out,)
+    sum(o.square().mean() for o in outputs).backward()   # in-place ReLUs must not break autograd
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
