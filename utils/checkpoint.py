@@ -75,7 +75,7 @@ def _refusal_reason(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     for ln in lines:
         found = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.?\s*Please use .*)?$", ln)
-        if found:
+        if found and found.group(1):
             return found.group(1)
     for ln in lines:
         if "GLOBAL" in ln or "Unsupported" in ln:
@@ -100,8 +100,8 @@ def load_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         if "Weights only load failed" in str(err):
             allowed = ", ".join(f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS)
             raise ValueError(
-                f"{path}: refused to load, the file contains an object outside the allow-list "
-                f"({reason}). Accepted: tensors, plain Python types and {allowed}. If you made this "
+                f"{path}: refused to load, it holds pickled content outside the allow-list of "
+                f"weights-only loading ({reason}). Accepted: tensors, plain Python types and {allowed}. If you made this "
                 f"file, re-save it with plain types (e.g. a dict state) instead of custom classes."
             ) from None
         raise ValueError(f"{path}: not a readable torch checkpoint ({reason})") from None
