@@ -77,9 +77,9 @@ def split_of(name: str) -> str:
                      f"{', '.join(SEQUENCES)}")
 
 
-def read_list_file(path: Path) -> list[str]:
-    """Names from an official list file (first token ``raw/{name}.png`` of each line)."""
-    names = []
+def read_list_file(path: Path) -> list[tuple[str, str | None]]:
+    """(name, label path relative to the root or None) per line of an official list file."""
+    entries = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -87,8 +87,8 @@ def read_list_file(path: Path) -> list[str]:
         if len(tokens) > 2 or not tokens[0].endswith(".png"):
             raise ValueError(f"{path}:{number}: expected 'raw/<name>.png label_id/<name>_L.png', "
                              f"got {line!r}")
-        names.append(Path(tokens[0]).stem)
-    return names
+        entries.append((Path(tokens[0]).stem, tokens[1] if len(tokens) == 2 else None))
+    return entries
 
 
 class CamVidSequence(Dataset):
@@ -110,6 +110,7 @@ class CamVidSequence(Dataset):
             raise FileNotFoundError(f"CamVid root not found: {self.root} (expected frames/ and "
                                     "label_id/ inside it)")
         history = max(self.distance, 1 if video_protocol else 0)
+        self._label_files: dict[str, Path] = {}
         self.names = [n for n in self._split_names() if split_name(n)[2] >= history]
         if not self.names:
             raise FileNotFoundError(f"no labelled frames of split {split!r} with {history} "
@@ -118,7 +119,9 @@ class CamVidSequence(Dataset):
     def _split_names(self) -> list[str]:
         list_file = self.root / f"{self.split}.txt"
         if list_file.is_file():
-            return read_list_file(list_file)
+            entries = read_list_file(list_file)
+            self._label_files = {name: self.root / label for name, label in entries if label}
+            return [name for name, _ in entries]
         label_dir = self.root / "label_id"
         if not label_dir.is_dir():
             raise FileNotFoundError(f"neither the list file {list_file} nor the label folder "
@@ -133,7 +136,8 @@ class CamVidSequence(Dataset):
         return self.root / "frames" / split_name(name)[0] / f"{name}.png"
 
     def label_path(self, name: str) -> Path:
-        return self.root / "label_id" / f"{name}_L.png"
+        """The list file's label path if one was given, else ``label_id/{name}_L.png``."""
+        return self._label_files.get(name, self.root / "label_id" / f"{name}_L.png")
 
     def clip_paths(self, index: int) -> list[Path]:
         """Frame paths of sample ``index``, keyframe (GT−distance) first."""

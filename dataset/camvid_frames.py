@@ -1,6 +1,7 @@
 """Extract label-aligned 30 fps frames from the four raw CamVid videos.
 
-    python -m dataset.camvid_frames --video 01TP_extract.avi --sequence 0001TP --out data/camvid/frames
+    python -m dataset.camvid_frames --video 01TP_extract.avi --sequence 0001TP \
+        --out data/camvid/frames
 
 writes ``data/camvid/frames/0001TP/0001TP_006660.png``, ... so that a frame and the label of the
 same instant share a name. Index offsets (0-based OpenCV decode index i; independently confirmed
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "<out>/<sequence>/")
     parser.add_argument("--only-near-labels", default=None, metavar="LABEL_DIR",
                         help="write only frames within --max-distance before a label found in "
-                             "this label_id folder (saves ~90%% of the disk space); default: "
+                             "this label_id folder (saves most of the disk space); default: "
                              "write every frame")
     parser.add_argument("--max-distance", type=int, default=4,
                         help="with --only-near-labels: largest keyframe distance you will "
@@ -121,9 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.max_distance < 0:
-        raise ValueError(f"--max-distance must be >= 0, got {args.max_distance}")
+        parser.error(f"--max-distance must be >= 0, got {args.max_distance}")
     keep = None
     if args.only_near_labels is not None:
         keep = frames_near_labels(Path(args.only_near_labels), args.sequence, args.max_distance)

@@ -2,7 +2,8 @@
 
 Layout under ``root``::
 
-    leftImg8bit_sequence/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png  (30-frame snippets)
+    leftImg8bit_sequence/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png
+                                          (30-frame snippets)
     leftImg8bit/{split}/{city}/...        (annotated frames only; enough for distance 0)
     gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png
 

@@ -46,18 +46,33 @@ def _axis_positions(start: int, length: int, flip: bool) -> torch.Tensor:
     return positions.flip(0) if flip else positions
 
 
-def _bilinear_axis(frames: torch.Tensor, dim: int, size_in: int, size_out: int,
-                   positions: torch.Tensor) -> torch.Tensor:
-    """Sample ``frames`` along ``dim`` at scaled-grid ``positions`` (align_corners=False)."""
+def _bilinear_taps(size_in: int, size_out: int, positions: torch.Tensor):
+    """Source taps of scaled-grid ``positions`` (align_corners=False, as F.interpolate).
+
+    Returns (lower index, upper index, float32 weight of the upper tap), each of len(positions).
+    """
     src = ((positions + 0.5) * (size_in / size_out) - 0.5).clamp(min=0.0)
     lower = src.floor().long().clamp(max=size_in - 1)
     upper = (lower + 1).clamp(max=size_in - 1)
-    weight = (src - lower).to(frames.dtype).clamp(max=1.0)
-    shape = [1] * frames.dim()
-    shape[dim] = -1
-    weight = weight.view(shape)
-    return (frames.index_select(dim, lower) * (1 - weight)
-            + frames.index_select(dim, upper) * weight)
+    return lower, upper, (src - lower).float().clamp(max=1.0)
+
+
+def _bilinear_crop(frames: torch.Tensor, rows: tuple, cols: tuple) -> torch.Tensor:
+    """Bilinear samples of ``frames`` (…×H×W, any dtype) at the given taps -> float32 …×h×w.
+
+    All gathers run on the input dtype (uint8) and only the crop window is ever converted to
+    float, so a ×2 scale of a 2048-wide clip costs no more than the crop itself.
+    """
+    (r0, r1, wr), (c0, c1, wc) = rows, cols
+    top, bottom = frames.index_select(-2, r0), frames.index_select(-2, r1)
+
+    def blend_columns(x: torch.Tensor) -> torch.Tensor:
+        left = x.index_select(-1, c0).float()
+        right = x.index_select(-1, c1).float()
+        return left.add_(right.sub_(left).mul_(wc))  # left + (right − left)·wc
+
+    upper, lower = blend_columns(top), blend_columns(bottom)
+    return upper.add_(lower.sub_(upper).mul_(wr[:, None]))
 
 
 def _nearest_axis(size_in: int, size_out: int, positions: torch.Tensor) -> torch.Tensor:
@@ -77,10 +92,11 @@ def resample_clip(frames: torch.Tensor, label: torch.Tensor | None, params: Clip
     rows = _axis_positions(params.top, crop_h, False)
     cols = _axis_positions(params.left, crop_w, params.flip)
     inside_rows, inside_cols = rows < scaled_h, cols < scaled_w  # False = padding
-    out = _bilinear_axis(frames.float(), frames.dim() - 2, height, scaled_h, rows)
-    out = _bilinear_axis(out, frames.dim() - 1, width, scaled_w, cols)
+    out = _bilinear_crop(frames, _bilinear_taps(height, scaled_h, rows),
+                         _bilinear_taps(width, scaled_w, cols))
     inside = inside_rows[:, None] & inside_cols[None, :]  # h×w
-    out = out * inside.to(out.dtype)
+    if not inside.all():
+        out.mul_(inside.to(out.dtype))
     out_label = None
     if label is not None:
         if tuple(label.shape) != (height, width):
@@ -88,31 +104,36 @@ def resample_clip(frames: torch.Tensor, label: torch.Tensor | None, params: Clip
                              f"{(height, width)}")
         row_idx = _nearest_axis(height, scaled_h, rows)
         col_idx = _nearest_axis(width, scaled_w, cols)
-        out_label = label[row_idx[:, None], col_idx[None, :]].clone()
+        out_label = label[row_idx[:, None], col_idx[None, :]]  # advanced indexing copies
         out_label[~inside] = ignore_index
     return out, out_label
 
 
 def _grey(frames: torch.Tensor) -> torch.Tensor:
     """T×3×h×w RGB -> T×1×h×w luma."""
-    weights = torch.tensor(GREY_WEIGHTS, dtype=frames.dtype).view(1, 3, 1, 1)
-    return (frames * weights).sum(dim=1, keepdim=True)
+    red, green, blue = GREY_WEIGHTS
+    return (frames[:, 0:1] * red).add_(frames[:, 1:2], alpha=green).add_(frames[:, 2:3],
+                                                                         alpha=blue)
 
 
 def photometric(frames: torch.Tensor, params: ClipParams) -> torch.Tensor:
-    """Brightness, contrast, saturation (in that order) on float 0–255 T×3×h×w, same for all T."""
-    out = (frames * params.brightness).clamp(0, 255)
+    """Brightness, contrast, saturation (in that order) on float 0–255 T×3×h×w, same for all T.
+
+    Each step is a blend clamped to [0, 255] (as torchvision's adjust_* functions); returns a
+    new tensor.
+    """
+    out = (frames * params.brightness).clamp_(0, 255)
     if params.contrast != 1.0:
         mean = _grey(out).mean()  # whole clip: one transform for all frames
-        out = (mean + (out - mean) * params.contrast).clamp(0, 255)
+        out.sub_(mean).mul_(params.contrast).add_(mean).clamp_(0, 255)
     if params.saturation != 1.0:
         grey = _grey(out)
-        out = (grey + (out - grey) * params.saturation).clamp(0, 255)
+        out.sub_(grey).mul_(params.saturation).add_(grey).clamp_(0, 255)
     return out
 
 
 def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
-    return frames.round().clamp(0, 255).to(torch.uint8)
+    return frames.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _check_frames(sample: dict) -> torch.Tensor:
@@ -139,7 +160,8 @@ class ClipTransform:
             raise ValueError(f"crop_size must be positive (h, w), got {crop_size}")
         if scale_range is not None:
             if not 0 < scale_range[0] <= scale_range[1]:
-                raise ValueError(f"scale_range must be (lo, hi) with 0 < lo <= hi, got {scale_range}")
+                raise ValueError("scale_range must be (lo, hi) with 0 < lo <= hi, "
+                                 f"got {scale_range}")
             scales = None
         elif not scales or min(scales) <= 0:
             raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
