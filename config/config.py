@@ -42,8 +42,10 @@ class Config:
                                "with missing/unexpected keys reported. Unused by the light net.")
     intra: bool = _f(True, "Use the intra-frame branch of GSV. 0 = the paper's Table 4 ablation.")
     freeze_bn: bool = _f(False, "Keep the BatchNorm statistics of the trained modules frozen (eval-mode BN).")
-    key_scale: float = _f(0.75, "Keyframe input scale used in training-time evaluation and inference.")
-    eval_scale: float = _f(0.75, "Keyframe input scale at evaluation (derivative's flag; 0.75 = H//4*3).")
+    key_scale: float = _f(0.75, "Keyframe input scale during training and its per-epoch validation "
+                                 "(--evaluate and --inference use --eval-scale).")
+    eval_scale: float = _f(0.75, "Keyframe input scale of --evaluate and --inference (derivative's flag; "
+                                  "0.75 = the official H//4*3).")
     key_interval: int = _f(3, "Keyframe interval l for --inference and the streaming predictor.")
     compile: bool = _f(False, "torch.compile the non-keyframe step (optional; exact, slower start-up).")
     # --- data ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 import time
 from pathlib import Path
 
@@ -137,4 +138,6 @@ def build_model(cfg: Config, preset: DatasetPreset, device: torch.device, load_s
         load_strict(model.gsv, parts["gsv"], "GSV (grm.*)", str(resume))
         if parts["flow"] is not None and cfg.load_flow:
             load_strict(model.flow_net, parts["flow"], "flow net (state_dict_of)", str(resume))
+        elif parts["flow"] is None:
+            warnings.warn(f"{resume}: no flow weights (state_dict_of); the flow net stays randomly initialised")
     return model.to(device), parts

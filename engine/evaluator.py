@@ -1,0 +1,263 @@
+"""Evaluation protocol (``--evaluate 1``; DESIGN.md §9, official_gsvnet.md §8.4 with §10 items 16, 20, 21 fixed).
+
+For every annotated frame and every distance k in ``[0 if --eval-single] + --eval-multi-step``: the
+keyframe net segments frame GT−k at ``--eval-scale``, the prediction is propagated k steps
+(``--fusion gsv`` = GSVNet, ``warp`` / ``copy`` = the baselines), and the result at GT is upsampled
+to the label's own resolution and scored. One int64 confusion matrix per k, summed over ranks;
+``utils.metrics.summarize`` turns them into per-distance mIoU/IoU and avg/min mIoU per interval.
+
+Distributed: each rank evaluates its own contiguous block of samples (``shard_indices``: nothing
+padded or duplicated, unlike DistributedSampler), then the matrices are all-reduced once; every rank
+returns the same metrics, only rank 0 prints and writes.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from config.config import Config
+from config.presets import DatasetPreset, build_dataset
+from engine import distributed as dist
+from engine.common import (build_model, data_root, pred_dir, preset_of, resolve_device, resolve_resume,
+                           run_dir, write_config)
+from engine.save_results import PredictionWriter, commit_staged, discard_staged, staging_dir
+from models.upsample import logits_to_labels
+from utils.logging import write_json
+from utils.metrics import confusion_matrix, format_table, summarize
+
+USER_ERRORS = (FileNotFoundError, ValueError, RuntimeError, OSError)
+
+
+def eval_split(preset: DatasetPreset) -> str:
+    """Split scored by --evaluate: Cityscapes' val (its test labels are withheld); CamVid's test
+    split (the 232-frame video protocol the video-segmentation papers report)."""
+    return "test" if preset.kind == "camvid" else "val"
+
+
+def eval_distances(cfg: Config) -> list[int]:
+    """Distances k to evaluate: [0] for --keyframe-only, else [0 if --eval-single] + --eval-multi-step."""
+    if cfg.keyframe_only:
+        return [0]
+    steps = sorted({int(k) for k in cfg.eval_multi_step})
+    distances = ([0] if cfg.eval_single else []) + [k for k in steps if k > 0]
+    if not distances:
+        raise ValueError("nothing to evaluate: --eval-single 0 and no --eval-multi-step distances")
+    return distances
+
+
+def eval_datasets(cfg: Config, preset: DatasetPreset, distances: list[int]) -> dict[int, Dataset]:
+    """One labelled clip dataset per distance, cut to --max-eval-samples (0 = all)."""
+    root, split = data_root(cfg, preset), eval_split(preset)
+    out: dict[int, Dataset] = {}
+    for k in distances:
+        ds = build_dataset(preset, split, k, root=root, with_label=True)
+        if cfg.max_eval_samples > 0 and len(ds) > cfg.max_eval_samples:
+            ds = Subset(ds, range(cfg.max_eval_samples))
+        out[k] = ds
+    return out
+
+
+def _collate(samples: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """Group a batch by frame size (labels keep their own resolution, so sizes may differ).
+
+    Returns [(frames uint8 B×T×3×H×W, labels int64 B×H×W, names)], in input order per group.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for s in samples:
+        groups.setdefault(tuple(s["frames"].shape), []).append(s)
+    return [(torch.stack([s["frames"] for s in g]), torch.stack([s["label"] for s in g]),
+             [s["name"] for s in g]) for g in groups.values()]
+
+
+def clip_logits(model, frames: torch.Tensor, key_scale: float, fusion: str, every_frame: bool) -> list[torch.Tensor]:
+    """Logits B×C×(H//8)×(W//8) of a clip's last frame (``[last]``), or of every frame (keyframe first).
+
+    frames: B×T×3×H×W float RGB 0–255, frames[:, 0] is the keyframe.
+    """
+    if not every_frame:
+        return [model.forward_clip(frames, key_scale=key_scale, fusion=fusion)]
+    logits, prev_lr = model.keyframe(frames[:, 0], key_scale), model.lowres_bgr(frames[:, 0])
+    out = [logits]
+    for t in range(1, frames.shape[1]):
+        cur_lr = model.lowres_bgr(frames[:, t])
+        logits = model.propagate(logits, prev_lr, cur_lr, fusion)
+        out.append(logits)
+        prev_lr = cur_lr
+    return out
+
+
+@dataclass
+class _Pass:
+    """What one evaluation pass needs besides the data."""
+    device: torch.device
+    key_scale: float
+    fusion: str
+    ignore_index: int
+    writer: PredictionWriter | None
+    every_frame: bool  # keep every frame's prediction (for --save-seq-res)
+
+
+def _evaluate_distance(net, loader, k: int, cm: torch.Tensor, run: _Pass, bar) -> int:
+    """Accumulate distance ``k`` into ``cm`` (C×C int64, in place); returns the number of samples."""
+    count = 0
+    for groups in loader:
+        for frames, labels, names in groups:
+            frames, labels = frames.to(run.device).float(), labels.to(run.device)
+            seq = clip_logits(net, frames, run.key_scale, run.fusion, run.every_frame)
+            pred = logits_to_labels(seq[-1], tuple(labels.shape[-2:]))  # B×H×W at the label's resolution
+            cm += confusion_matrix(pred, labels, cm.shape[0], ignore_index=run.ignore_index)
+            if run.writer is not None:
+                _write(run.writer, k, names, pred, seq if run.every_frame else None, tuple(frames.shape[-2:]))
+            count += len(names)
+            bar.update(len(names))
+    return count
+
+
+def _write(writer: PredictionWriter, k: int, names: list[str], pred: torch.Tensor, seq, size) -> None:
+    """pred: B×H×W labels of the annotated frames; seq: per-frame B×C×h×w logits or None."""
+    pred_np = pred.cpu().numpy()
+    for b, name in enumerate(names):
+        writer.write_gt(k, name, pred_np[b])
+        if seq is not None:
+            writer.write_clip(k, name, [logits_to_labels(x[b:b + 1], size)[0].cpu().numpy() for x in seq])
+
+
+def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distances: list[int], key_scale: float,
+                   fusion: str = "gsv", save_dir=None, progress: bool = True) -> dict:
+    """Score ``model`` (a GSVNet, possibly DDP-wrapped) on the evaluation split.
+
+    distances: the k to evaluate; key_scale: keyframe input scale; fusion: gsv | warp | copy.
+    save_dir: if given, every evaluated prediction is written there (``PredictionWriter`` layout;
+    with ``cfg.save_seq_res`` also every frame of each clip). Collective in distributed runs: all
+    ranks must call it. Returns the metrics.json dict (DESIGN.md §13), identical on every rank.
+    """
+    net = getattr(model, "module", model)
+    datasets = eval_datasets(cfg, preset, distances)
+    rank, world = dist.rank(), dist.world_size()
+    batch = max(1, cfg.batch_size // world)
+    writer = PredictionWriter(save_dir, preset) if save_dir is not None else None
+    run = _Pass(torch.device(device), key_scale, fusion, preset.ignore_index, writer,
+                every_frame=bool(cfg.save_seq_res) and writer is not None)
+    cms = {k: torch.zeros(preset.num_classes, preset.num_classes, dtype=torch.int64, device=device)
+           for k in distances}
+    counts = torch.zeros(len(distances), dtype=torch.int64)
+    shards = {k: dist.shard_indices(len(ds), rank, world) for k, ds in datasets.items()}
+    bar = tqdm(total=sum(len(s) for s in shards.values()), desc="eval", unit="clip", dynamic_ncols=True,
+               disable=not (progress and dist.is_main()))
+    was_training = net.training
+    net.eval()
+    try:
+        with dist.fail_together("evaluation"), torch.inference_mode():
+            for i, k in enumerate(distances):
+                bar.set_postfix(k=k)
+                loader = DataLoader(Subset(datasets[k], shards[k]), batch_size=batch, shuffle=False,
+                                    num_workers=cfg.num_worker, collate_fn=_collate,
+                                    pin_memory=run.device.type == "cuda")
+                counts[i] = _evaluate_distance(net, loader, k, cms[k], run, bar)
+    finally:
+        bar.close()
+        net.train(was_training)
+    for k in distances:
+        dist.all_reduce_sum(cms[k])
+    dist.all_reduce_sum(counts)
+    metrics = summarize({k: cm.cpu() for k, cm in cms.items()}, preset.class_names)
+    metrics.update(num_samples={str(k): int(n) for k, n in zip(distances, counts)}, fusion=fusion,
+                   key_scale=key_scale, split=eval_split(preset), dataset=preset.name)
+    return metrics
+
+
+# --- the --evaluate 1 command ----------------------------------------------------------------------
+RANDOM_WARNING = """
+************************************************************************************************
+WARNING: no --resume given: the flow net and the GSV module are RANDOMLY INITIALISED.
+The propagated distances (k >= 1) measure random weights, not GSVNet. Pass --resume 1 (this run's
+checkpoint or weights/gsvnet_<net>_r18.tar) or --resume PATH. (--fusion copy and --keyframe-only 1
+need no checkpoint.)
+************************************************************************************************
+"""
+
+
+def _shared_timestamp() -> str:
+    """Rank 0's time stamp on every rank, so all ranks agree on folder names."""
+    now = torch.tensor([int(time.time()) if dist.is_main() else 0], dtype=torch.int64)
+    dist.all_reduce_sum(now)
+    return time.strftime("%Y%m%d_%H%M%S", time.localtime(int(now.item())))
+
+
+def _describe(cfg: Config, metrics: dict, resume: Path | None) -> str:
+    samples = ", ".join(f"k={k}: {n}" for k, n in metrics["num_samples"].items())
+    mode = "keyframe net only" if cfg.keyframe_only else f"fusion={metrics['fusion']}"
+    return (f"{cfg.dataset} {metrics['split']} | {cfg.segnet} + {cfg.optical_flow_network} flow | {mode} | "
+            f"key scale {metrics['key_scale']} | checkpoint: {resume or 'none'}\nsamples: {samples}")
+
+
+def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
+    preset = preset_of(cfg)
+    distances = eval_distances(cfg)
+    eval_datasets(cfg, preset, distances)  # a missing dataset fails here, before the model loads
+    resume = resolve_resume(cfg)
+    if resume is None and not cfg.keyframe_only and cfg.fusion != "copy" and dist.is_main():
+        print(RANDOM_WARNING, file=sys.stderr, flush=True)
+    model, _ = build_model(cfg, preset, device, resume=resume)
+    name = cfg.ResFolderName or _shared_timestamp()
+    saving = cfg.save_res or cfg.save_seq_res
+    final_pred, staging = pred_dir(cfg, name), staging_dir(pred_dir(cfg, name))
+    if saving and dist.is_main():
+        discard_staged(staging)  # leftovers of a crashed run
+        staging.mkdir(parents=True)
+    dist.barrier()
+    try:
+        metrics = evaluate_model(model, cfg, preset, device, distances=distances, key_scale=cfg.eval_scale,
+                                 fusion="copy" if cfg.keyframe_only else cfg.fusion,
+                                 save_dir=staging if saving else None, progress=True)
+        metrics["keyframe_only"] = bool(cfg.keyframe_only)
+        dist.barrier()  # every rank's predictions are on disk
+    except BaseException:
+        if saving and dist.is_main():
+            discard_staged(staging)
+        raise
+    if not dist.is_main():
+        return 0
+    eval_dir = run_dir(cfg) / f"eval_{name}"
+    write_config(cfg, eval_dir, checkpoint=str(resume) if resume else None, distances=distances,
+                 world_size=dist.world_size())
+    write_json(eval_dir / "metrics.json", metrics)
+    if saving:
+        commit_staged(staging, final_pred)
+    print(_describe(cfg, metrics, resume))
+    print(format_table(metrics, per_class=True))
+    print(f"wrote {eval_dir / 'metrics.json'} and config.json")
+    if saving:
+        print(f"wrote predictions to {final_pred}/k<k>/ (+ color/" + (", seq/" if cfg.save_seq_res else "") + ")")
+    return 0
+
+
+def _error_text(err: BaseException) -> str:
+    """The message of ``err``; for an error re-raised from a DataLoader worker, only the original
+    exception's line (the worker's traceback is noise for a missing or corrupt file)."""
+    text = str(err)
+    if "DataLoader worker" in text and "Traceback" in text:
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else text
+    return text
+
+
+def run_evaluation(cfg: Config) -> int:
+    """``--evaluate 1``: evaluate once, print the table, write metrics.json + config.json into
+    logs/run/{dataset}/{segnet}_{checkname}/eval_{ResFolderName or time stamp}/. Returns the exit code:
+    0, or 1 with a one-line error naming the problem (missing dataset/checkpoint, corrupt file)."""
+    info = dist.init_distributed(str(resolve_device(cfg.device)), cfg.local_rank)
+    try:
+        return _evaluate_and_publish(cfg, info.device)
+    except USER_ERRORS as err:
+        prefix = f"[rank {info.rank}] " if info.enabled else ""
+        print(f"{prefix}error: {_error_text(err)}", file=sys.stderr)
+        return 1
+    finally:
+        dist.cleanup()
