@@ -1,0 +1,231 @@
+"""Keyframe-net training (``--train-segnet 1``): SwiftNet or BiSeNet on the annotated frames.
+
+Needed where no pretrained keyframe weights can be downloaded (the synthetic demo), so the whole
+system can be trained from scratch: first this stage, then propagation training with
+``--segnet-weights <run folder>/segnet_best.pt``.
+
+- Start: random initialisation, or ``--segnet-weights`` if given (fine-tuning; the preset's default
+  weights file is not used here); ``--resume 1`` / ``--resume PATH`` continues a checkpoint.
+- Data: the distance-0 samples (annotated frames) of the train split with the same clip
+  augmentation as propagation training; the crop is fed at its own resolution.
+- Optimizer: Adam (weight decay 1e-4) with poly decay ``lr = --segnet-lr · (1 − it/total)^0.9`` per
+  iteration; SGD (Nesterov, --weight-decay) only if the config has ``segnet_optim = "sgd"``.
+- Loss: CE at label resolution (+ CE of BiSeNet's two auxiliary heads), optional class weights.
+- Validation every epoch: keyframe-only mIoU (distance 0) at ``--key-scale`` with the evaluation
+  protocol of ``engine.evaluator`` (logits through the 1/8 grid, as GSVNet uses them).
+- Files in the run folder: the weights in the OFFICIAL format of the net (SwiftNet: raw state_dict
+  ``segnet.pt``; BiSeNet: ``{'state_dict': sd}`` ``segnet.pth``), the best epoch's as
+  ``segnet_best.*``, and the resumable ``segnet_checkpoint.pth.tar`` (``--resume 1``).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from config.config import Config, to_dict
+from config.presets import DatasetPreset
+from engine import distributed as dist
+from engine.common import preset_of, resolve_device, run_dir, seed_everything, summary_dir, write_config
+from engine.evaluator import eval_datasets, evaluate_model
+from engine.losses import (NonFiniteLossError, autocast, class_weight_tensor, make_scaler, segnet_loss,
+                           stop_if_non_finite)
+from engine.trainer import (USER_ERRORS, TrainState, build_train_loaders, loader_limit, next_batch, run_header,
+                            set_sampler_epoch, wrap_ddp)
+from models.checkpoints import load_strict, segnet_state_dict
+from models.gsvnet import GSVNet
+from utils.checkpoint import load_file, save_atomic
+from utils.logging import RunLogger
+from utils.metrics import confusion_matrix, miou
+
+SEGNET_FORMAT = "gsvnet-repro-segnet/1"
+POLY_POWER = 0.9
+ADAM_WEIGHT_DECAY = 1e-4
+WEIGHT_FILES = {"swiftnet": "segnet.pt", "bisenet": "segnet.pth"}  # official extensions
+CHECKPOINT = "segnet_checkpoint.pth.tar"
+
+
+def poly_factor(step: int, total: int, power: float = POLY_POWER) -> float:
+    """Poly LR multiplier at iteration ``step`` of ``total`` (1 at 0, 0 at total)."""
+    return max(0.0, 1.0 - step / max(total, 1)) ** power
+
+
+def official_weights(segnet: str, state_dict: dict) -> dict | object:
+    """The object the official code saves/loads for this keyframe net (DESIGN.md §5)."""
+    sd = {k: v.detach().cpu() for k, v in state_dict.items()}
+    return sd if segnet == "swiftnet" else {"state_dict": sd}
+
+
+@dataclass
+class SegnetContext:
+    cfg: Config
+    preset: DatasetPreset
+    device: torch.device
+    model: GSVNet  # only .segnet trains; the wrapper gives normalisation and evaluation
+    train_net: torch.nn.Module  # model.segnet, DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    class_weight: torch.Tensor | None
+    loader: DataLoader
+    logger: RunLogger
+
+
+def build_segnet_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    if getattr(cfg, "segnet_optim", "adam") == "sgd":
+        return torch.optim.SGD(params, lr=cfg.segnet_lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.segnet_lr, weight_decay=ADAM_WEIGHT_DECAY)
+
+
+def segnet_resume_path(cfg: Config) -> Path | None:
+    """--resume 1: this run's segnet_checkpoint.pth.tar; PATH: that file (ours, or official weights)."""
+    if cfg.resume in ("0", "", "false", "False"):
+        return None
+    path = run_dir(cfg) / CHECKPOINT if cfg.resume in ("1", "true", "True") else Path(cfg.resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {cfg.resume}: keyframe-net checkpoint not found: {path}")
+    return path
+
+
+def restore(ctx: SegnetContext, path: Path | None) -> TrainState:
+    """Load initial weights (--segnet-weights) or resume; returns where to continue."""
+    cfg, net = ctx.cfg, ctx.model.segnet
+    if path is None:
+        if cfg.segnet_weights:
+            load_strict(net, segnet_state_dict(cfg.segnet_weights), cfg.segnet, cfg.segnet_weights)
+        return TrainState()
+    load_strict(net, segnet_state_dict(str(path)), cfg.segnet, str(path))
+    raw = load_file(path)
+    if not (isinstance(raw, dict) and raw.get("format") == SEGNET_FORMAT):
+        return TrainState()  # weights only (an official file): start at epoch 0
+    ctx.optimizer.load_state_dict(raw["optimizer"])
+    ctx.scheduler.load_state_dict(raw["scheduler"])
+    best = None if cfg.reset_best_pred else raw.get("best_pred")
+    return TrainState(epoch=int(raw["epoch"]), best_pred=best, step=int(raw.get("step", 0)))
+
+
+def segnet_step(ctx: SegnetContext, batch: dict, where: str) -> tuple[float, torch.Tensor]:
+    """One optimizer step on annotated frames; returns (loss, label-size main logits, detached)."""
+    frames = batch["frames"][:, -1].to(ctx.device, non_blocking=True).float()  # B×3×H×W RGB 0–255
+    label = batch["label"].to(ctx.device, non_blocking=True)
+    with autocast(ctx.device, ctx.cfg.amp):
+        outputs = ctx.train_net(ctx.model.normalise_rgb(frames))
+    loss, main = segnet_loss(outputs, label, ctx.class_weight, ctx.preset.ignore_index)
+    stop_if_non_finite(float(loss.detach()), where, run_dir(ctx.cfg) / CHECKPOINT)
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.scaler.scale(loss).backward()
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    ctx.scheduler.step()
+    return float(loss.detach()), main.detach()
+
+
+def iterations_per_epoch(cfg: Config, loader: DataLoader) -> int:
+    n = loader_limit(cfg, len(loader))
+    return min(n, cfg.max_iters) if cfg.max_iters > 0 else n
+
+
+def train_segnet_one_epoch(ctx: SegnetContext, epoch: int, state: TrainState) -> dict[str, float]:
+    num_classes = ctx.preset.num_classes
+    ctx.model.segnet.train()  # evaluation leaves it in eval mode
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=ctx.device)
+    total, count = 0.0, iterations_per_epoch(ctx.cfg, ctx.loader)
+    iterator = iter(ctx.loader)
+    bar = tqdm(range(count), desc=f"segnet epoch {epoch}", unit="it", dynamic_ncols=True, disable=not dist.is_main())
+    for i in bar:
+        batch = next_batch(iterator, "loading a training batch")
+        loss, main = segnet_step(ctx, batch, f"epoch {epoch}, iteration {i}")
+        state.step += 1
+        total += loss
+        cm += confusion_matrix(main.argmax(1), batch["label"].to(ctx.device), num_classes, ctx.preset.ignore_index)
+        bar.set_postfix(loss=f"{total / (i + 1):.3f}", mIoU=f"{100 * miou(cm):.1f}")
+        if i % 10 == 0:
+            ctx.logger.scalars({"segnet/loss": loss, "lr/segnet": ctx.optimizer.param_groups[0]["lr"]}, state.step,
+                               epoch=epoch, event="train")
+    bar.close()
+    stats = torch.tensor([total, count], dtype=torch.float64)
+    dist.all_reduce_sum(stats)
+    dist.all_reduce_sum(cm)
+    return {"segnet/train_loss": stats[0].item() / max(stats[1].item(), 1.0), "segnet/train_miou": 100 * miou(cm)}
+
+
+def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is_best: bool) -> None:
+    """Official-format weights (+ best copy) and the resumable checkpoint, atomically (rank 0)."""
+    if not dist.is_main():
+        return
+    folder, name = run_dir(ctx.cfg), WEIGHT_FILES[ctx.cfg.segnet]
+    weights = official_weights(ctx.cfg.segnet, ctx.model.segnet.state_dict())
+    save_atomic(weights, folder / name)
+    if is_best:
+        save_atomic(weights, folder / name.replace("segnet", "segnet_best"))
+    ckpt = {"format": SEGNET_FORMAT, "segnet": ctx.cfg.segnet, "epoch": state.epoch, "step": state.step,
+            "best_pred": state.best_pred, "current_pred": current, "config": to_dict(ctx.cfg),
+            "segnet_state_dict": weights if ctx.cfg.segnet == "swiftnet" else weights["state_dict"],
+            "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict()}
+    save_atomic(ckpt, folder / CHECKPOINT)
+
+
+def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetContext, TrainState]:
+    preset = preset_of(cfg)
+    loader = build_train_loaders(cfg, preset, [0], device)[0]
+    eval_datasets(cfg, preset, [0])  # a missing validation split fails now
+    path = segnet_resume_path(cfg)
+    seed_everything(cfg.seed)  # same initialisation on every rank
+    model = GSVNet.build(cfg.segnet, cfg.optical_flow_network, preset.num_classes, intra=cfg.intra).to(device)
+    seed_everything(cfg.seed, dist.rank())
+    optimizer = build_segnet_optimizer(cfg, model.segnet.parameters())
+    total = max(1, cfg.epoch * iterations_per_epoch(cfg, loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_factor(step, total))
+    logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
+    ctx = SegnetContext(cfg, preset, device, model, model.segnet, optimizer, scheduler, make_scaler(device, cfg.amp),
+                        class_weight_tensor(cfg, preset, device), loader, logger)
+    state = restore(ctx, path)  # before DDP: its constructor broadcasts rank 0's (restored) weights
+    ctx.train_net = wrap_ddp(model.segnet, device)
+    return ctx, state
+
+
+def train_segnet(cfg: Config, device: torch.device) -> int:
+    ctx, state = build_segnet_context(cfg, device)
+    folder = run_dir(cfg)
+    if dist.is_main():
+        write_config(cfg, folder, stage="train_segnet", world_size=dist.world_size())
+        print(run_header(cfg, "keyframe-net training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
+    for epoch in range(state.epoch, cfg.epoch):
+        set_sampler_epoch({0: ctx.loader}, epoch)
+        stats = train_segnet_one_epoch(ctx, epoch, state)
+        metrics = evaluate_model(ctx.model, cfg, ctx.preset, device, distances=[0], key_scale=cfg.key_scale,
+                                 fusion="copy", progress=True)
+        current = metrics["per_distance"]["0"]["miou"]
+        ctx.logger.scalars({**stats, "segnet/val_miou": current}, state.step, epoch=epoch, event="epoch")
+        is_best = state.best_pred is None or (current is not None and current > state.best_pred)
+        state.best_pred = current if is_best and current is not None else state.best_pred
+        state.epoch = epoch + 1
+        if dist.is_main():
+            print(f"epoch {epoch}: train loss {stats['segnet/train_loss']:.3f} | val mIoU (k=0, scale "
+                  f"{cfg.key_scale}) {'-' if current is None else f'{current:.2f}'}")
+        with dist.fail_together("saving the keyframe-net weights"):
+            save_segnet(ctx, state, current, is_best)
+    ctx.logger.close()
+    if dist.is_main():
+        best = folder / WEIGHT_FILES[cfg.segnet].replace("segnet", "segnet_best")
+        print(f"keyframe-net weights (official {cfg.segnet} format): {folder / WEIGHT_FILES[cfg.segnet]}\n"
+              f"best epoch (val mIoU {state.best_pred}): {best}\n"
+              f"next: python main.py --segnet {cfg.segnet} --dataset {cfg.dataset} --segnet-weights {best} ...")
+    return 0
+
+
+def run_segnet_training(cfg: Config) -> int:
+    """``--train-segnet 1``. Returns the exit code (1 with a one-line error for user errors)."""
+    info = dist.init_distributed(str(resolve_device(cfg.device)), cfg.local_rank)
+    try:
+        return train_segnet(cfg, info.device)
+    except (*USER_ERRORS, NonFiniteLossError) as err:
+        prefix = f"[rank {info.rank}] " if info.enabled else ""
+        print(f"{prefix}error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        dist.cleanup()

@@ -1,0 +1,373 @@
+"""Propagation training (DESIGN.md §8, official_gsvnet.md §8.3 with the §10 defects fixed).
+
+The keyframe net is frozen; the flow net and the GSV module learn end to end. Per epoch every batch of
+every ``--multi-step`` distance k is seen once, in a shuffled order shared by all ranks (the official
+code iterated the loaders k=1..4 one after another, unshuffled on one GPU). A batch is a clip of k+1
+frames; the keyframe net segments frame 0 at ``--key-scale`` (the evaluation scale; officially the
+full crop, a train/test mismatch), the prediction is propagated k steps with gradients only through
+the last two (``--finetune-all 1``: all), and ``engine.losses.propagation_loss`` scores the last frame.
+
+Optimizer: SGD (Nesterov, momentum 0.9, weight decay on all groups) over the groups guide
+(``--guide-lr``), intra (``--lr``) and flow (``--optical-flow-lr``, if ``--train-optical-flow``); the
+frozen ideal-delay kernels are not in it. ``StepLR(--step-scheduler, --lr-gamma)`` steps every
+iteration. ``--epoch`` is the total number of epochs: a resumed run continues up to it.
+
+Distributed (DESIGN.md §11): DDP on the flow net and the GSV separately (SyncBatchNorm on GPU; torch
+has none for CPU, where BN buffers are broadcast from rank 0 instead); ``model`` stays the plain
+GSVNet (``model_without_ddp``), ``train_model`` is a GSVNet shell around the DDP modules. Only rank 0
+prints, logs and saves.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from config.config import Config, to_dict
+from config.presets import DatasetPreset, build_dataset
+from dataset.transforms import ClipTransform
+from engine import distributed as dist
+from engine.common import (build_model, crop_size, data_root, preset_of, resolve_device, resolve_resume, run_dir,
+                           seed_everything, summary_dir, write_config)
+from engine.evaluator import eval_datasets, eval_distances, evaluate_model
+from engine.losses import (NonFiniteLossError, autocast, class_weight_tensor, make_scaler, propagation_loss,
+                           stop_if_non_finite)
+from models.checkpoints import FORMAT, gsvnet_checkpoint
+from models.gsvnet import GSVNet
+from models.upsample import logits_to_labels
+from utils.checkpoint import save_atomic
+from utils.logging import RunLogger, write_json
+from utils.metrics import confusion_matrix, miou
+from utils.visualize import colorize, hstack
+
+EARLY_STOP_ITERS = 5  # --early-stop: batches per loader (as officially)
+LOG_EVERY = 10  # iterations between log.jsonl / TensorBoard records
+ADAM_WEIGHT_DECAY = 1e-4  # the official --optim adam setting
+USER_ERRORS = (FileNotFoundError, ValueError)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # next epoch to run
+    best_pred: float | None = None  # best avg mIoU (percent) so far
+    step: int = 0  # optimizer steps so far
+
+
+@dataclass
+class TrainContext:
+    cfg: Config
+    preset: DatasetPreset
+    device: torch.device
+    model: GSVNet  # model_without_ddp
+    train_model: GSVNet  # the same modules, flow net and GSV wrapped in DDP when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    class_weight: torch.Tensor | None
+    loaders: dict[int, DataLoader]
+    logger: RunLogger
+
+
+# --- shared with the keyframe-net trainer -------------------------------------------------------------
+def train_transform(cfg: Config, preset: DatasetPreset) -> ClipTransform | None:
+    """One random scale/crop/flip per clip (DESIGN.md §7); None with --use-crop 0 (full frames)."""
+    if not cfg.use_crop:
+        return None
+    return ClipTransform(crop_size(cfg, preset), scales=preset.train_scales, ignore_index=preset.ignore_index)
+
+
+def build_train_loaders(cfg: Config, preset: DatasetPreset, distances: list[int],
+                        device: torch.device) -> dict[int, DataLoader]:
+    """One shuffled loader per distance; per-process batch = --batch-size // world size."""
+    batch = max(1, cfg.batch_size // dist.world_size())
+    loaders = {}
+    for k in distances:
+        ds = build_dataset(preset, "train", k, root=data_root(cfg, preset), transform=train_transform(cfg, preset))
+        sampler = (DistributedSampler(ds, shuffle=True, seed=max(cfg.seed, 0)) if dist.is_dist()
+                   else RandomSampler(ds))
+        loaders[k] = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=cfg.num_worker,
+                                pin_memory=device.type == "cuda", drop_last=False)
+    return loaders
+
+
+def set_sampler_epoch(loaders: dict[int, DataLoader], epoch: int) -> None:
+    for loader in loaders.values():
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+
+
+def loader_limit(cfg: Config, length: int) -> int:
+    return min(length, EARLY_STOP_ITERS) if cfg.early_stop else length
+
+
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """DDP (+ SyncBatchNorm on GPU) around one trained module; unwrapped if not distributed or frozen
+    (then rank 0's weights are copied to all ranks, e.g. a random frozen flow net with --seed -1)."""
+    if not dist.is_dist() or not any(p.requires_grad for p in module.parameters()):
+        for tensor in module.state_dict().values() if dist.is_dist() else ():
+            buf = tensor.detach().clone().to(dist._comm_device())
+            torch.distributed.broadcast(buf, src=0)
+            tensor.copy_(buf)
+        return module
+    if device.type == "cuda":
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    # Buffers (BN statistics) follow rank 0 at every forward (DDP's default): needed on CPU, where the
+    # statistics are per rank, and harmless with SyncBatchNorm.
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def run_header(cfg: Config, what: str) -> str:
+    return (f"{what}: {cfg.dataset} | {cfg.segnet} + {cfg.optical_flow_network} flow | world size "
+            f"{dist.world_size()} | batch {cfg.batch_size} (global) | run folder {run_dir(cfg)}")
+
+
+# --- propagation training -------------------------------------------------------------------------------
+def set_trainable(model: GSVNet, cfg: Config) -> None:
+    model.segnet.requires_grad_(False)
+    model.flow_net.requires_grad_(cfg.train_optical_flow)
+    model.gsv.ideal_dk.requires_grad_(False)  # fixed shift kernels (official --train-filter 0)
+
+
+def set_train_mode(model: GSVNet, cfg: Config) -> None:
+    """Train mode, except: frozen keyframe net; frozen flow net; --freeze-bn keeps the trained modules'
+    BN statistics (they contain no dropout, so eval mode is exactly "frozen BN")."""
+    model.train()
+    if not cfg.train_optical_flow or cfg.freeze_bn:
+        model.flow_net.eval()
+    if cfg.freeze_bn:
+        model.gsv.eval()
+
+
+def build_optimizer(model: GSVNet, cfg: Config) -> torch.optim.Optimizer:
+    """Param groups guide / intra / flow with their own learning rates (official order minus ideal_dk)."""
+    groups = [dict(params=[p for p in model.gsv.guide.parameters() if p.requires_grad], lr=cfg.guide_lr,
+                   name="guide")]
+    if model.gsv.intra:
+        groups.append(dict(params=list(model.gsv.intra_net.parameters()), lr=cfg.lr, name="intra"))
+    if cfg.train_optical_flow:
+        groups.append(dict(params=list(model.flow_net.parameters()), lr=cfg.optical_flow_lr, name="flow"))
+    covered = {id(p) for g in groups for p in g["params"]}
+    stray = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
+    if stray:  # a new trainable module would otherwise silently not learn
+        raise RuntimeError(f"trainable parameters missing from the optimizer: {stray[:5]}")
+    if cfg.optim == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=ADAM_WEIGHT_DECAY)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+
+
+def restore_training_state(parts: dict | None, path: Path | None, ctx: TrainContext) -> TrainState:
+    """Our checkpoints: optimizer, scheduler, scaler, epoch, best score. Official ones: weights only."""
+    if parts is None:
+        return TrainState()
+    raw = parts["raw"]
+    if raw.get("format") != FORMAT or "optimizer" not in raw:
+        if dist.is_main():
+            print(f"{path}: weights-only (official) checkpoint: flow net + GSV loaded, starting at epoch 0")
+        return TrainState()
+    saved = [g.get("name") for g in raw["optimizer"]["param_groups"]]
+    ours = [g["name"] for g in ctx.optimizer.param_groups]
+    if saved != ours:
+        raise ValueError(f"{path}: optimizer groups {saved} do not match this run's {ours} "
+                         "(other --intra / --train-optical-flow settings?)")
+    ctx.optimizer.load_state_dict(raw["optimizer"])
+    ctx.scheduler.load_state_dict(raw["scheduler"])
+    if raw.get("scaler"):
+        ctx.scaler.load_state_dict(raw["scaler"])
+    best = None if ctx.cfg.reset_best_pred else raw.get("best_pred")
+    return TrainState(epoch=parts["epoch"], best_pred=best, step=int(raw.get("step", 0)))
+
+
+def batch_schedule(lengths: dict[int, int], epoch: int, seed: int) -> list[int]:
+    """The distance of every batch of an epoch, shuffled; identical on all ranks (same seed and lengths)."""
+    order = [k for k, n in sorted(lengths.items()) for _ in range(n)]
+    gen = torch.Generator().manual_seed(max(seed, 0) * 100003 + epoch)
+    return [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
+
+
+def train_step(ctx: TrainContext, batch: dict, where: str) -> tuple[dict[str, float], torch.Tensor]:
+    """One optimizer step on a clip batch. Returns (loss parts, detached 1/8 logits of the last frame)."""
+    cfg = ctx.cfg
+    frames = batch["frames"].to(ctx.device, non_blocking=True).float()  # B×T×3×H×W RGB 0–255
+    label = batch["label"].to(ctx.device, non_blocking=True)  # B×H×W
+    with autocast(ctx.device, cfg.amp):
+        logits = ctx.train_model.forward_clip(frames, cfg.key_scale, "gsv",
+                                              grad_steps=None if cfg.finetune_all else 2)
+        teacher = None
+        if cfg.distil:
+            with torch.no_grad():
+                teacher = ctx.model.segnet_logits(frames[:, -1], cfg.key_scale)
+    loss, parts = propagation_loss(logits, label, teacher, class_weight=ctx.class_weight, param_ce=cfg.param_ce,
+                                   param_ce_distil=cfg.param_ce_distil, ignore_index=ctx.preset.ignore_index)
+    stop_if_non_finite(parts["loss"], where, run_dir(cfg) / "checkpoint.pth.tar")
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.scaler.scale(loss).backward()
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    ctx.scheduler.step()
+    return parts, logits.detach()
+
+
+def next_batch(iterator, what: str) -> dict:
+    with dist.fail_together(what):  # a rank whose data fails stops the others instead of hanging them
+        return next(iterator)
+
+
+def log_predictions(ctx: TrainContext, batch: dict, logits: torch.Tensor, step: int, count: int = 2) -> None:
+    """TensorBoard: last frame | ground truth | prediction for the first ``count`` clips of a batch."""
+    if not dist.is_main():
+        return
+    labels = logits_to_labels(logits[:count].float(), tuple(batch["label"].shape[-2:])).cpu().numpy()
+    for i in range(labels.shape[0]):
+        frame = batch["frames"][i, -1].permute(1, 2, 0).numpy().astype(np.uint8)
+        strip = hstack([frame, colorize(batch["label"][i].numpy(), ctx.preset.palette),
+                        colorize(labels[i], ctx.preset.palette)])
+        ctx.logger.image(f"train/prediction_{i}", strip, step)
+
+
+def train_one_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> dict[str, float]:
+    """One pass over every distance's loader (batches interleaved); returns the epoch's mean loss
+    parts and the running mIoU (percent) of the training-crop predictions."""
+    cfg, num_classes = ctx.cfg, ctx.preset.num_classes
+    set_train_mode(ctx.model, cfg)
+    schedule = batch_schedule({k: loader_limit(cfg, len(dl)) for k, dl in ctx.loaders.items()}, epoch, cfg.seed)
+    if cfg.max_iters > 0:
+        schedule = schedule[:cfg.max_iters]
+    iterators = {k: iter(dl) for k, dl in ctx.loaders.items()}
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=ctx.device)
+    sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0}
+    bar = tqdm(schedule, desc=f"epoch {epoch}", unit="it", dynamic_ncols=True, disable=not dist.is_main())
+    batch, logits = None, None
+    for i, k in enumerate(bar):
+        batch = next_batch(iterators[k], f"loading a training batch (k={k})")
+        parts, logits = train_step(ctx, batch, f"epoch {epoch}, iteration {i}, distance k={k}")
+        state.step += 1
+        pred = logits_to_labels(logits.float(), tuple(batch["label"].shape[-2:]))
+        cm += confusion_matrix(pred, batch["label"].to(ctx.device), num_classes, ctx.preset.ignore_index)
+        sums = {n: sums[n] + parts[n] for n in sums}
+        bar.set_postfix(k=k, loss=f"{sums['loss'] / (i + 1):.3f}", mIoU=f"{100 * miou(cm):.1f}")
+        if i % LOG_EVERY == 0:
+            lrs = {f"lr/{g['name']}": g["lr"] for g in ctx.optimizer.param_groups}
+            ctx.logger.scalars({"loss/train": parts["loss"], "loss/ce": parts["ce"], "loss/kl": parts["kl"], **lrs},
+                               state.step, epoch=epoch, event="train", distance=k)
+    bar.close()
+    if batch is not None:
+        log_predictions(ctx, batch, logits, state.step)
+    stats = torch.tensor([sums["loss"], sums["ce"], sums["kl"], len(schedule)], dtype=torch.float64)
+    dist.all_reduce_sum(stats)
+    dist.all_reduce_sum(cm)
+    n = max(stats[3].item(), 1.0)
+    return {"train/loss": stats[0].item() / n, "train/ce": stats[1].item() / n, "train/kl": stats[2].item() / n,
+            "train/miou": 100 * miou(cm), "iterations": len(schedule)}
+
+
+def best_score(metrics: dict) -> float | None:
+    """avg mIoU over the evaluated distances: pooled (the interval covering all of them) if they are
+    0..L−1, otherwise the mean of the per-distance mIoUs. Percent, None if undefined."""
+    per_k = metrics["per_distance"]
+    if metrics["intervals"] and len(metrics["intervals"]) == len(per_k):
+        return metrics["intervals"][str(len(per_k))]["avg_miou"]
+    values = [v["miou"] for v in per_k.values() if v["miou"] is not None]
+    return sum(values) / len(values) if values else None
+
+
+def evaluate_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> float | None:
+    """Validate (collective), log per-distance and avg/min mIoU, write metrics.json; returns the score."""
+    cfg = ctx.cfg
+    metrics = evaluate_model(ctx.model, cfg, ctx.preset, ctx.device, distances=eval_distances(cfg),
+                             key_scale=cfg.key_scale, fusion="gsv", progress=True)
+    score = best_score(metrics)
+    values = {f"val/miou_k{k}": v["miou"] for k, v in metrics["per_distance"].items()}
+    for l, v in metrics["intervals"].items():
+        values.update({f"val/avg_miou_l{l}": v["avg_miou"], f"val/min_miou_l{l}": v["min_miou"]})
+    values["val/score"] = score
+    ctx.logger.scalars(values, state.step, epoch=epoch, event="val")
+    if dist.is_main():
+        write_json(run_dir(cfg) / "metrics.json", dict(metrics, epoch=epoch))
+        shown = ", ".join(f"k={k}: {v['miou']:.1f}" for k, v in metrics["per_distance"].items()
+                          if v["miou"] is not None)
+        print(f"epoch {epoch}: val mIoU {shown} | avg {score if score is None else f'{score:.2f}'}")
+    return score
+
+
+def save_checkpoints(ctx: TrainContext, state: TrainState, current: float | None, is_best: bool) -> None:
+    """checkpoint.pth.tar every epoch, model_best.pth.tar when the score improved (rank 0, atomic)."""
+    if not dist.is_main():
+        return
+    m = ctx.model
+    ckpt = gsvnet_checkpoint(
+        m.gsv, m.flow_net, epoch=state.epoch, step=state.step, best_pred=state.best_pred, current_pred=current,
+        optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
+        scaler=ctx.scaler.state_dict() if ctx.scaler.is_enabled() else None, config=to_dict(ctx.cfg),
+        segnet_state_dict={k: v.detach().cpu() for k, v in m.segnet.state_dict().items()})
+    folder = run_dir(ctx.cfg)
+    save_atomic(ckpt, folder / "checkpoint.pth.tar")
+    if is_best:
+        save_atomic(ckpt, folder / "model_best.pth.tar")
+
+
+def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, TrainState, Path | None]:
+    preset = preset_of(cfg)
+    loaders = build_train_loaders(cfg, preset, sorted({int(k) for k in cfg.multi_step}), device)
+    eval_datasets(cfg, preset, eval_distances(cfg))  # a missing validation split fails now, not after an epoch
+    resume = resolve_resume(cfg)
+    seed_everything(cfg.seed)  # same initialisation on every rank
+    model, parts = build_model(cfg, preset, device, resume=resume)
+    seed_everything(cfg.seed, dist.rank())  # different augmentation per rank
+    set_trainable(model, cfg)
+    train_model = GSVNet(model.segnet, wrap_ddp(model.flow_net, device), wrap_ddp(model.gsv, device),
+                         segnet_name=cfg.segnet, flow_name=cfg.optical_flow_network).to(device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_scheduler, gamma=cfg.lr_gamma)
+    logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
+    ctx = TrainContext(cfg, preset, device, model, train_model, optimizer, scheduler, make_scaler(device, cfg.amp),
+                       class_weight_tensor(cfg, preset, device), loaders, logger)
+    return ctx, restore_training_state(parts, resume, ctx), resume
+
+
+def train(cfg: Config, device: torch.device) -> int:
+    ctx, state, resume = build_context(cfg, device)
+    if dist.is_main():
+        write_config(cfg, run_dir(cfg), world_size=dist.world_size(), resumed_from=str(resume) if resume else None)
+        print(run_header(cfg, "propagation training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
+    if cfg.pretrain_flow != "none":
+        from engine.flow_pretrain import maybe_pretrain_flow
+        maybe_pretrain_flow(ctx, resume)
+    for epoch in range(state.epoch, cfg.epoch):
+        set_sampler_epoch(ctx.loaders, epoch)
+        stats = train_one_epoch(ctx, epoch, state)
+        ctx.logger.scalars(stats, state.step, epoch=epoch, event="epoch")
+        evaluate = (epoch + 1) % max(cfg.eval_interval, 1) == 0 or epoch + 1 == cfg.epoch
+        current = evaluate_epoch(ctx, epoch, state) if evaluate else None
+        # the first evaluation always yields a model_best, even if its score is undefined
+        is_best = evaluate and (state.best_pred is None or (current is not None and current > state.best_pred))
+        state.best_pred = current if is_best and current is not None else state.best_pred
+        state.epoch = epoch + 1
+        with dist.fail_together("saving the checkpoint"):
+            save_checkpoints(ctx, state, current, is_best)
+    ctx.logger.close()
+    if dist.is_main():
+        print(f"done after epoch {state.epoch} of {cfg.epoch}: {run_dir(cfg) / 'checkpoint.pth.tar'} "
+              f"(best avg mIoU {state.best_pred})")
+    return 0
+
+
+def run_training(cfg: Config) -> int:
+    """Default mode: train the flow net + GSV. Returns the exit code (1 with a one-line error for a
+    missing dataset/weights file, a checkpoint that does not fit, or a non-finite loss)."""
+    info = dist.init_distributed(str(resolve_device(cfg.device)), cfg.local_rank)
+    try:
+        return train(cfg, info.device)
+    except (*USER_ERRORS, NonFiniteLossError) as err:
+        prefix = f"[rank {info.rank}] " if info.enabled else ""
+        print(f"{prefix}error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        dist.cleanup()
