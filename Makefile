@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) main.py --benchmark 1
+	$(PY) main.py --benchmark 1 --bench-stream-frames 300
 
 clean-demo:
 	rm -rf data/synthetic logs/run/synthetic logs/summary/synthetic results/demo*
