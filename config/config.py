@@ -58,6 +58,8 @@ class Config:
                                              "'1 2' gives the paper's l=3 (avg over k=0,1,2; min = k=2).",
                                nargs="+")
     eval_single: bool = _f(True, "Also evaluate distance 0 (keyframe only).")
+    dense_labels: bool = _f(False, "Synthetic only: train on every frame, labelled from the generator's per-frame "
+                                   "labels (evaluation still scores the annotated frames only).")
     crop_height: int = _f(0, "Training crop height. 0 = 3/4 of the dataset frame height (768 on Cityscapes).")
     crop_width: int = _f(0, "Training crop width. 0 = 3/4 of the dataset frame width (1536 on Cityscapes).")
     use_crop: bool = _f(True, "Random scale/crop/flip augmentation (one draw per clip).")
@@ -80,6 +82,8 @@ class Config:
     class_weights: bool = _f(False, "Weight the CE by the preset's class weights (official: on).")
     train_optical_flow: bool = _f(True, "Train the flow net end to end (0 = frozen).")
     finetune_all: bool = _f(False, "Backpropagate through every propagation step (0 = only the last two).")
+    cache_keyframes: bool = _f(False, "Demo shortcut: cache the frozen keyframe net's logits per clip (needs "
+                                      "--use-crop 0, i.e. no random augmentation).")
     pretrain_flow: str = _f("none", "Demo shortcut: pre-train the light flow net before end-to-end training on "
                                     "'true' synthetic flow or OpenCV 'dis' flow.", choices=("none", "true", "dis"))
     pretrain_flow_iters: int = _f(300, "Iterations of --pretrain-flow.")
@@ -180,6 +184,8 @@ def validate(cfg: Config) -> None:
         raise SystemExit("error: --multi-step and --eval-multi-step take distances >= 1")
     if cfg.inference and not cfg.input:
         raise SystemExit("error: --inference 1 needs --input (a video file, an image folder, a camera id, or val/test)")
+    if cfg.cache_keyframes and cfg.use_crop:
+        raise SystemExit("error: --cache-keyframes 1 needs --use-crop 0 (random crops change the keyframe logits)")
     if cfg.key_interval < 1:
         raise SystemExit("error: --key-interval must be >= 1")
     for name in ("key_scale", "eval_scale"):

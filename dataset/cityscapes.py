@@ -160,10 +160,20 @@ class CityscapesSequence(Dataset):
         return [self.frame_path(city, seq, f) for f in range(frame - self.distance, frame + 1)]
 
     def snippet_frames(self, name: str) -> list[Path]:
-        """Every frame of the snippet that contains ``name`` and exists on disk, in order."""
-        city, seq, _ = parse_frame_name(name)
+        """The frames on disk of the snippet that contains ``name``, in order: the run of consecutive
+        frame numbers around it (long-sequence cities such as frankfurt hold several snippets under
+        one sequence number, e.g. 000275..000304 and 000575..000604)."""
+        city, seq, frame = parse_frame_name(name)
         files = (self.frame_dir / city).glob(f"{city}_{seq:06d}_*_leftImg8bit.png")
-        return sorted(files, key=lambda p: parse_frame_name(p)[2])
+        by_number = {parse_frame_name(p)[2]: p for p in files}
+        if frame not in by_number:
+            return []
+        first, last = frame, frame
+        while first - 1 in by_number:
+            first -= 1
+        while last + 1 in by_number:
+            last += 1
+        return [by_number[f] for f in range(first, last + 1)]
 
     def __getitem__(self, index: int) -> dict:
         name = self.names[index]

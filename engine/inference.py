@@ -60,7 +60,7 @@ class VideoPredictor:
         if key_interval < 1:
             raise ValueError(f"key_interval must be >= 1, got {key_interval}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval().to_channels_last()
         self.key_interval, self.key_scale, self.fusion = key_interval, key_scale, fusion
         self.reset()
 

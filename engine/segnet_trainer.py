@@ -56,7 +56,7 @@ def poly_factor(step: int, total: int, power: float = POLY_POWER) -> float:
 
 def official_weights(segnet: str, state_dict: dict) -> dict | object:
     """The object the official code saves/loads for this keyframe net (DESIGN.md §5)."""
-    sd = {k: v.detach().cpu() for k, v in state_dict.items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}  # no channels-last strides on disk
     return sd if segnet == "swiftnet" else {"state_dict": sd}
 
 
@@ -113,7 +113,7 @@ def segnet_step(ctx: SegnetContext, batch: dict, where: str) -> tuple[float, tor
     frames = batch["frames"][:, -1].to(ctx.device, non_blocking=True).float()  # B×3×H×W RGB 0–255
     label = batch["label"].to(ctx.device, non_blocking=True)
     with autocast(ctx.device, ctx.cfg.amp):
-        outputs = ctx.train_net(ctx.model.normalise_rgb(frames))
+        outputs = ctx.train_net(ctx.model.normalise_rgb(frames).contiguous(memory_format=torch.channels_last))
     loss, main = segnet_loss(outputs, label, ctx.class_weight, ctx.preset.ignore_index)
     stop_if_non_finite(float(loss.detach()), where, run_dir(ctx.cfg) / CHECKPOINT)
     ctx.optimizer.zero_grad(set_to_none=True)
@@ -175,7 +175,8 @@ def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetConte
     eval_datasets(cfg, preset, [0])  # a missing validation split fails now
     path = segnet_resume_path(cfg)
     seed_everything(cfg.seed)  # same initialisation on every rank
-    model = GSVNet.build(cfg.segnet, cfg.optical_flow_network, preset.num_classes, intra=cfg.intra).to(device)
+    model = GSVNet.build(cfg.segnet, cfg.optical_flow_network, preset.num_classes, intra=cfg.intra)
+    model = model.to(device).to_channels_last()
     seed_everything(cfg.seed, dist.rank())
     optimizer = build_segnet_optimizer(cfg, model.segnet.parameters())
     total = max(1, cfg.epoch * iterations_per_epoch(cfg, loader))

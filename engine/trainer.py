@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
@@ -38,10 +39,11 @@ from engine import distributed as dist
 from engine.common import (build_model, crop_size, data_root, preset_of, resolve_device, resolve_resume, run_dir,
                            seed_everything, summary_dir, write_config)
 from engine.evaluator import eval_datasets, eval_distances, evaluate_model
+from engine.keyframe_cache import KeyframeCache, clip_keys
 from engine.losses import (NonFiniteLossError, autocast, class_weight_tensor, make_scaler, propagation_loss,
                            stop_if_non_finite)
 from models.checkpoints import FORMAT, gsvnet_checkpoint
-from models.gsvnet import GSVNet
+from models.gsvnet import GSVNet, lowres_size
 from models.upsample import logits_to_labels
 from utils.checkpoint import save_atomic
 from utils.logging import RunLogger, write_json
@@ -74,6 +76,7 @@ class TrainContext:
     class_weight: torch.Tensor | None
     loaders: dict[int, DataLoader]
     logger: RunLogger
+    cache: KeyframeCache | None = None  # --cache-keyframes 1: frozen keyframe-net outputs per clip
 
 
 # --- shared with the keyframe-net trainer -------------------------------------------------------------
@@ -90,7 +93,8 @@ def build_train_loaders(cfg: Config, preset: DatasetPreset, distances: list[int]
     batch = max(1, cfg.batch_size // dist.world_size())
     loaders = {}
     for k in distances:
-        ds = build_dataset(preset, "train", k, root=data_root(cfg, preset), transform=train_transform(cfg, preset))
+        ds = build_dataset(preset, "train", k, root=data_root(cfg, preset), transform=train_transform(cfg, preset),
+                           dense=cfg.dense_labels)
         sampler = (DistributedSampler(ds, shuffle=True, seed=max(cfg.seed, 0)) if dist.is_dist()
                    else RandomSampler(ds))
         loaders[k] = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=cfg.num_worker,
@@ -192,18 +196,30 @@ def batch_schedule(lengths: dict[int, int], epoch: int, seed: int) -> list[int]:
     return [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
 
 
+def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tuple:
+    """(keyframe logits or None, distillation teacher or None) from the frozen keyframe net, cached
+    per clip with --cache-keyframes 1."""
+    cfg, model = ctx.cfg, ctx.model
+    with torch.no_grad(), autocast(ctx.device, cfg.amp):
+        if ctx.cache is None:
+            return None, model.segnet_logits(frames[:, -1], cfg.key_scale) if cfg.distil else None
+        key_ids, last_ids = clip_keys(batch["name"], frames.shape[1] - 1)
+        raw = ctx.cache.get(key_ids, frames[:, 0], lambda x: model.segnet_logits(x, cfg.key_scale))
+        key = F.interpolate(raw, size=lowres_size(*frames.shape[-2:]), mode="bilinear", align_corners=True)
+        teacher = (ctx.cache.get(last_ids, frames[:, -1], lambda x: model.segnet_logits(x, cfg.key_scale))
+                   if cfg.distil else None)
+    return key, teacher
+
+
 def train_step(ctx: TrainContext, batch: dict, where: str) -> tuple[dict[str, float], torch.Tensor]:
     """One optimizer step on a clip batch. Returns (loss parts, detached 1/8 logits of the last frame)."""
     cfg = ctx.cfg
     frames = batch["frames"].to(ctx.device, non_blocking=True).float()  # B×T×3×H×W RGB 0–255
     label = batch["label"].to(ctx.device, non_blocking=True)  # B×H×W
+    key_logits, teacher = frozen_outputs(ctx, batch, frames)
     with autocast(ctx.device, cfg.amp):
         logits = ctx.train_model.forward_clip(frames, cfg.key_scale, "gsv",
-                                              grad_steps=None if cfg.finetune_all else 2)
-        teacher = None
-        if cfg.distil:
-            with torch.no_grad():
-                teacher = ctx.model.segnet_logits(frames[:, -1], cfg.key_scale)
+                                              grad_steps=None if cfg.finetune_all else 2, key_logits=key_logits)
     loss, parts = propagation_loss(logits, label, teacher, class_weight=ctx.class_weight, param_ce=cfg.param_ce,
                                    param_ce_distil=cfg.param_ce_distil, ignore_index=ctx.preset.ignore_index)
     stop_if_non_finite(parts["loss"], where, run_dir(cfg) / "checkpoint.pth.tar")
@@ -306,7 +322,7 @@ def save_checkpoints(ctx: TrainContext, state: TrainState, current: float | None
         m.gsv, m.flow_net, epoch=state.epoch, step=state.step, best_pred=state.best_pred, current_pred=current,
         optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
         scaler=ctx.scaler.state_dict() if ctx.scaler.is_enabled() else None, config=to_dict(ctx.cfg),
-        segnet_state_dict={k: v.detach().cpu() for k, v in m.segnet.state_dict().items()})
+        segnet_state_dict={k: v.detach().cpu().contiguous() for k, v in m.segnet.state_dict().items()})
     folder = run_dir(ctx.cfg)
     save_atomic(ckpt, folder / "checkpoint.pth.tar")
     if is_best:
@@ -320,6 +336,7 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
     resume = resolve_resume(cfg)
     seed_everything(cfg.seed)  # same initialisation on every rank
     model, parts = build_model(cfg, preset, device, resume=resume)
+    model.to_channels_last()
     seed_everything(cfg.seed, dist.rank())  # different augmentation per rank
     set_trainable(model, cfg)
     train_model = GSVNet(model.segnet, wrap_ddp(model.flow_net, device), wrap_ddp(model.gsv, device),
@@ -328,7 +345,8 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_scheduler, gamma=cfg.lr_gamma)
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
     ctx = TrainContext(cfg, preset, device, model, train_model, optimizer, scheduler, make_scaler(device, cfg.amp),
-                       class_weight_tensor(cfg, preset, device), loaders, logger)
+                       class_weight_tensor(cfg, preset, device), loaders, logger,
+                       KeyframeCache() if cfg.cache_keyframes else None)
     return ctx, restore_training_state(parts, resume, ctx), resume
 
 

@@ -108,8 +108,8 @@ def gsvnet_checkpoint(gsv: nn.Module, flow: nn.Module, **extra: Any) -> dict[str
     """Our checkpoint dict: official keys for the two trained modules + plain-typed extras."""
     ckpt = {
         "format": FORMAT,
-        "state_dict": OrderedDict((GSV_PREFIX + k, v.detach().cpu()) for k, v in gsv.state_dict().items()),
-        "state_dict_of": OrderedDict((k, v.detach().cpu()) for k, v in flow.state_dict().items()),
+        "state_dict": OrderedDict((GSV_PREFIX + k, v.detach().cpu().contiguous()) for k, v in gsv.state_dict().items()),
+        "state_dict_of": OrderedDict((k, v.detach().cpu().contiguous()) for k, v in flow.state_dict().items()),
     }
     ckpt.update(extra)
     return ckpt

@@ -85,6 +85,14 @@ class GSVNet(nn.Module):
         return cls(build_segnet(segnet, num_classes), build_flow_net(flow), GSV(num_classes, intra=intra),
                    segnet_name=segnet, flow_name=flow)
 
+    def to_channels_last(self) -> "GSVNet":
+        """Store the conv weights channels-last (NHWC): same results, several times faster convolutions
+        on CPU (oneDNN), especially in training. The GSV's 5-D delay kernels keep their layout."""
+        for module in (self.segnet, self.flow_net, *self.gsv.children()):
+            if all(p.dim() != 5 for p in module.parameters()):
+                module.to(memory_format=torch.channels_last)
+        return self
+
     # --- preprocessing -------------------------------------------------------------------------
     def normalise_rgb(self, frame: Tensor) -> Tensor:
         """B×3×H×W RGB 0–255 -> the keyframe net's normalised RGB input."""
@@ -92,14 +100,16 @@ class GSVNet(nn.Module):
 
     def lowres_bgr(self, frame: Tensor) -> Tensor:
         """B×3×H×W RGB 0–255 -> B×3×(H//8)×(W//8) BGR, each channel with its own statistic."""
-        bgr = self.normalise_rgb(frame).flip(1)
-        return _resize(bgr, lowres_size(*frame.shape[-2:]))
+        # Shrink first, normalise the 64× smaller result: the same values up to float rounding (the
+        # normalisation is a per-channel affine map and bilinear weights sum to 1), far less work.
+        small = _resize(frame, lowres_size(*frame.shape[-2:]))
+        return self.normalise_rgb(small).flip(1)
 
     # --- the two frame types ---------------------------------------------------------------------
     def segnet_logits(self, frame: Tensor, scale: float) -> Tensor:
         """Raw keyframe-net logits of an RGB 0–255 frame at input scale ``scale`` (1/4 or 1/8 of it)."""
         x = _resize(self.normalise_rgb(frame), keyframe_size(*frame.shape[-2:], scale))
-        out = self.segnet(x)
+        out = self.segnet(x.contiguous(memory_format=torch.channels_last))
         return out[0] if isinstance(out, (tuple, list)) else out
 
     def keyframe(self, frame: Tensor, scale: float = 0.75) -> Tensor:
