@@ -71,18 +71,11 @@ def _consecutive_runs(paths: list[Path], number: Callable[[Path], int]) -> list[
 
 
 def _cityscapes_snippets(root: str, split: str) -> list[Snippet]:
-    """Every 30-frame snippet of the split. A long sequence (e.g. frankfurt_000000) holds several
-    snippets with gaps between them; each run of consecutive frame numbers is one snippet."""
-    from dataset.cityscapes import CityscapesSequence, parse_frame_name
+    """Every 30-frame snippet of the split, one per annotated frame (a long sequence such as
+    frankfurt_000000 holds several; ``snippet_frames`` returns the run around each GT)."""
+    from dataset.cityscapes import CityscapesSequence
     ds = CityscapesSequence(root, split, 0, with_label=False)
-    seen, out = set(), []
-    for name in ds.names:
-        city, seq, _ = parse_frame_name(name)
-        if (city, seq) not in seen:
-            seen.add((city, seq))
-            runs = _consecutive_runs(ds.snippet_frames(name), lambda p: parse_frame_name(p)[2])
-            out += [_paths_snippet(run) for run in runs]
-    return out
+    return [_paths_snippet(ds.snippet_frames(name)) for name in ds.names]
 
 
 def _camvid_snippets(root: str, split: str) -> list[Snippet]:
