@@ -345,7 +345,8 @@ def test_presets():
     assert cam.palette[0] == (128, 128, 128) and cam.class_names[9] == "Pedestrian"
     assert cam.class_weights[-1] == pytest.approx(40.105909294306784)
     syn = get_preset("synthetic")
-    assert syn.class_weights is None and syn.frame_size == (256, 512) and syn.kind == "cityscapes"
+    assert len(syn.class_weights) == 19 and syn.class_weights[0] == pytest.approx(3.28)
+    assert syn.frame_size == (256, 512) and syn.kind == "cityscapes"
     assert {get_preset(n).name for n in PRESET_NAMES} == set(PRESET_NAMES)
     with pytest.raises(ValueError, match="cityscapes_2k, cityscapes, camvid, synthetic"):
         get_preset("kitti")
