@@ -84,6 +84,9 @@ class Config:
     finetune_all: bool = _f(False, "Backpropagate through every propagation step (0 = only the last two).")
     cache_keyframes: bool = _f(False, "Demo shortcut: cache the frozen keyframe net's logits per clip (needs "
                                       "--use-crop 0, i.e. no random augmentation).")
+    gsv_init: str = _f("official", "Start of a fresh GSV: the official Xavier init, or 'skip' (the guide's last BN "
+                                   "biased so the fusion starts as the warped logits; faster to train).",
+                       choices=("official", "skip"))
     pretrain_flow: str = _f("none", "Demo shortcut: pre-train the light flow net before end-to-end training on "
                                     "'true' synthetic flow or OpenCV 'dis' flow.", choices=("none", "true", "dis"))
     pretrain_flow_iters: int = _f(300, "Iterations of --pretrain-flow.")

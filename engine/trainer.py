@@ -336,6 +336,8 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
     resume = resolve_resume(cfg)
     seed_everything(cfg.seed)  # same initialisation on every rank
     model, parts = build_model(cfg, preset, device, resume=resume)
+    if cfg.gsv_init == "skip" and resume is None:
+        model.gsv.favour_skip()
     model.to_channels_last()
     seed_everything(cfg.seed, dist.rank())  # different augmentation per rank
     set_trainable(model, cfg)

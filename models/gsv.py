@@ -191,6 +191,15 @@ class GSV(nn.Module):
                 nn.init.xavier_normal_(m.weight)
 
     @torch.no_grad()
+    def favour_skip(self, skip_bias: float = 3.0, other_bias: float = -1.0) -> None:
+        """Optional start (not the official init): shift the guide's last BatchNorm so the ReLU'd weights
+        start near (skip ≈ 1, others ≈ 0), i.e. the fusion begins as the warped logits themselves and
+        training learns where to use the neighbours and the intra segmentation (``--gsv-init skip``)."""
+        bn = self.guide.guide_decoder[1]
+        bn.bias.fill_(other_bias)
+        bn.bias[0] = skip_bias
+
+    @torch.no_grad()
     def edge_map(self, logits: Tensor) -> Tensor:
         """B×C×h×w logits -> B×1×h×w float {0,1}: Laplacian (zero padding) of the argmax is non-zero."""
         labels = logits.argmax(dim=1, keepdim=True).to(logits.dtype)  # class index as a number (official)

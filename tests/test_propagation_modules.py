@@ -345,3 +345,15 @@ def test_guide_padding_path(gsv):
         odd = torch.randn(1, 20, 13, 18)
         manual = gsv.guide._forward_official(F.pad(odd, (0, 2, 0, 3), mode="replicate"))[:, :, :13, :18]
         assert torch.equal(gsv.guide(odd), manual)
+
+
+def test_favour_skip_starts_the_fusion_at_the_warped_logits():
+    from models.gsv import GSV
+    torch.manual_seed(0)
+    gsv = GSV(19).train()
+    gsv.favour_skip()
+    warped = torch.randn(2, 19, 16, 24)
+    out, weights, _ = gsv(warped, torch.randn(2, 3, 16, 24))
+    # train-mode BN normalises each channel, so skip ≈ relu(N(0,1) + 3), others mostly 0
+    assert weights[:, 0].mean() > 0.9
+    assert (out - warped).abs().mean() < 0.1 * warped.abs().mean()
