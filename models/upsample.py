@@ -1,17 +1,23 @@
 """Full-resolution labels from 1/8-scale logits: bilinear (align_corners=True) upsampling, then argmax.
 
-The fast path is exact. Every output pixel is a convex combination of the logit vectors at the four
-corners of its low-resolution cell. If those four vectors share the same argmax c, then every convex
-combination of them has argmax c too (sum_i a_i v_i[c] >= sum_i a_i v_i[j] for all j). So only the
-pixels of "boundary" cells, whose corners disagree, need the interpolation; the rest copy the cell's
-label. The result equals the plain upsample+argmax except where two classes tie exactly (or within
-float rounding of a tie), where either answer is a valid argmax.
+The fast path is exact, using two facts about a convex combination of the four corner vectors of
+an output pixel's low-resolution cell:
+1. if the four corners share the same argmax c, every convex combination has argmax c
+   (sum_i a_i v_i[c] >= sum_i a_i v_i[j] for all j), so such "uniform" cells just copy c;
+2. in a "boundary" cell, a class j whose best corner value is below L = max_c min_i v_i[c] (the value
+   some class is guaranteed everywhere in the cell) can never win there, so only the few remaining
+   candidate classes are interpolated.
+The result equals the plain upsample + argmax except where two classes tie exactly (or within float
+rounding of a tie), where either answer is a valid argmax.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+BOUNDARY = 255  # marks boundary cells in the uint8 cell map (labels are < 255 classes)
+NEVER = -1e30  # padding value of non-candidate slots: finite, so 0 · NEVER stays 0 (−inf would give NaN)
 
 
 def logits_to_labels_plain(logits: Tensor, size: tuple[int, int]) -> Tensor:
@@ -31,34 +37,56 @@ def _cells(in_size: int, out_size: int, device: torch.device) -> tuple[Tensor, T
     return cell, src - cell
 
 
+def _candidates(corners: Tensor) -> tuple[Tensor, Tensor]:
+    """corners: M×4×C -> (values M×4×K padded with NEVER, classes M×K) of the classes that can win.
+
+    Candidates keep ascending class order, so argmax over them breaks ties like argmax over all classes.
+    """
+    guaranteed = corners.amin(1).amax(1, keepdim=True)                     # M×1: L of each cell
+    possible = corners.amax(1) >= guaranteed                                # M×C
+    k = int(possible.sum(1).max())
+    # stable sort puts the candidate classes first, in ascending class order
+    order = torch.sort((~possible).to(torch.uint8), dim=1, stable=True).indices[:, :k]   # M×K
+    values = corners.gather(2, order.unsqueeze(1).expand(-1, 4, -1))        # M×4×K
+    values = values.masked_fill(~possible.gather(1, order).unsqueeze(1), NEVER)
+    return values, order
+
+
 def _labels_one(logits: Tensor, size: tuple[int, int]) -> Tensor:
     """C×h×w -> H×W uint8 (h, w >= 2)."""
     num_classes, h, w = logits.shape
-    low = logits.argmax(0)                                                   # h×w
+    pixels = logits.permute(1, 2, 0)                                        # h×w×C (contiguous if NHWC)
+    low = pixels.argmax(2)                                                  # h×w
     corner = low[:-1, :-1]
     uniform = (corner == low[1:, :-1]) & (corner == low[:-1, 1:]) & (corner == low[1:, 1:])
+    cell_map = torch.where(uniform, corner, BOUNDARY).to(torch.uint8)       # (h−1)×(w−1)
     cy, wy = _cells(h, size[0], logits.device)
     cx, wx = _cells(w, size[1], logits.device)
-    labels = corner.to(torch.uint8).index_select(0, cy).index_select(1, cx)  # H×W, right where uniform
-    boundary = ~uniform.index_select(0, cy).index_select(1, cx)
-    ys, xs = boundary.nonzero(as_tuple=True)
+    labels = cell_map.index_select(0, cy).index_select(1, cx)               # H×W, BOUNDARY where undecided
+    ys, xs = (labels == BOUNDARY).nonzero(as_tuple=True)
     if ys.numel() == 0:
         return labels
-    y0, x0, ay, ax = cy[ys], cx[xs], wy[ys], wx[xs]
-    rows = logits.permute(1, 2, 0).reshape(h * w, num_classes)             # (h·w)×C, one row per pixel
-    top = y0 * w + x0
-    ay, ax = ay.unsqueeze(1), ax.unsqueeze(1)
-    # same order of operations as the bilinear kernel: blend along x, then along y
-    upper = torch.lerp(rows[top], rows[top + 1], ax)                        # N×C
-    lower = torch.lerp(rows[top + w], rows[top + w + 1], ax)
-    labels[ys, xs] = torch.lerp(upper, lower, ay).argmax(1).to(torch.uint8)
+    # one row per boundary cell: its 4 corner vectors (top-left, top-right, bottom-left, bottom-right)
+    cell_id = torch.full(uniform.shape, -1, dtype=torch.long, device=logits.device)
+    by, bx = (~uniform).nonzero(as_tuple=True)
+    cell_id[by, bx] = torch.arange(by.numel(), device=logits.device)
+    corners = torch.stack([pixels[by, bx], pixels[by, bx + 1], pixels[by + 1, bx], pixels[by + 1, bx + 1]], 1)
+    values, classes = _candidates(corners.float())                          # M×4×K, M×K
+    m = cell_id[cy[ys], cx[xs]]                                             # N
+    v = values[m]                                                           # N×4×K
+    ay, ax = wy[ys].unsqueeze(1), wx[xs].unsqueeze(1)
+    # the bilinear kernel's order: blend along x, then along y
+    top = (1 - ax) * v[:, 0] + ax * v[:, 1]
+    bottom = (1 - ax) * v[:, 2] + ax * v[:, 3]
+    best = ((1 - ay) * top + ay * bottom).argmax(1, keepdim=True)           # N×1 index into the candidates
+    labels[ys, xs] = classes[m].gather(1, best).squeeze(1).to(torch.uint8)
     return labels
 
 
 def logits_to_labels(logits: Tensor, size: tuple[int, int]) -> Tensor:
     """B×C×h×w logits -> B×H×W uint8 labels, equal to :func:`logits_to_labels_plain` up to exact ties."""
-    if logits.shape[1] > 256:
-        raise ValueError(f"labels are uint8: at most 256 classes, got {logits.shape[1]}")
+    if logits.shape[1] >= BOUNDARY:
+        raise ValueError(f"labels are uint8: at most {BOUNDARY - 1} classes, got {logits.shape[1]}")
     h, w = logits.shape[-2:]
     if h < 2 or w < 2 or size[0] < 2 or size[1] < 2:
         return logits_to_labels_plain(logits, size)

@@ -51,3 +51,20 @@ def test_hand_computed_boundary_cell():
     expected = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1], dtype=torch.uint8)
     out = logits_to_labels(logits, (3, 8))
     assert torch.equal(out[0], expected.expand(3, 8))
+
+
+def test_a_class_that_wins_no_corner_can_win_between_them():
+    # corners alternate between classes 0 and 1, class 2 is second everywhere but wins mid-cell:
+    # at the centre class 0 and 1 blend to 0.5 while class 2 stays at 0.9
+    corners = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    logits = torch.stack([corners, 1 - corners, torch.full((2, 2), 0.9)]).unsqueeze(0)   # 1×3×2×2
+    out = logits_to_labels(logits, (9, 9))
+    assert out[0, 4, 4] == 2 and out[0, 0, 0] == 0 and out[0, 0, 8] == 1
+    assert torch.equal(out, logits_to_labels_plain(logits, (9, 9)))
+
+
+def test_channels_last_logits_give_the_same_labels():
+    torch.manual_seed(3)
+    logits = torch.randn(1, 19, 16, 24)
+    nhwc = logits.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(logits_to_labels(logits, (128, 192)), logits_to_labels(nhwc, (128, 192)))
