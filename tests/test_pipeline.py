@@ -152,3 +152,34 @@ def test_keyframe_size_convention():
     assert keyframe_size(1024, 2048, 0.75) == (768, 1536)
     assert keyframe_size(721, 961, 0.75) == (540, 720)  # H//4*3, the official rounding
     assert keyframe_size(720, 960, 0.5) == (360, 480)
+
+
+def test_parameter_counts_match_the_official_models():
+    from models.gsvnet import parameter_counts
+    swift = parameter_counts(GSVNet.build("swiftnet", "light", 19))
+    assert (swift["segnet"], swift["flow_net"], swift["gsv"]) == (11_797_071, 186_402, 210_085)
+    assert round(swift["segnet"] / 1e6, 1) == 11.8 and round(swift["gsv"] / 1e6, 2) == 0.21
+    assert round(swift["flow_net"] / 1e6, 2) == 0.19
+    bise = parameter_counts(GSVNet.build("bisenet", "flownet", 19))
+    assert bise["segnet"] == 13_494_777 and round(bise["segnet"] / 1e6, 1) == 13.5
+    assert bise["flow_net"] == 38_676_514
+
+
+@pytest.mark.parametrize("segnet,native", [("swiftnet", (180, 320)), ("bisenet", (90, 160))])
+def test_1280x720_frames_through_both_keyframe_nets(segnet, native):
+    """Native logits at 1/4 (SwiftNet) or 1/8 (BiSeNet) of the input, 1/8 of the frame after the
+    pipeline; a 90×160 grid is not a multiple of 4, so the GSV's padded guide path runs."""
+    torch.manual_seed(0)
+    model = GSVNet.build(segnet, "light", 19).eval()
+    frame = torch.rand(1, 3, 720, 1280) * 255
+    with torch.inference_mode():
+        assert model.segnet_logits(frame, 1.0).shape[-2:] == native
+        assert model.keyframe(frame, 0.75).shape == (1, 19, 90, 160)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = VideoPredictor(model, key_interval=2)
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 720, 1280, 3), dtype=np.uint8)
+    outs = [p.step(f) for f in frames]
+    assert [o.is_keyframe for o in outs] == [True, False]
+    assert outs[1].logits.shape == (1, 19, 90, 160) and outs[1].labels.shape == (720, 1280)
+    assert torch.isfinite(outs[1].logits).all()
