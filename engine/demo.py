@@ -1,0 +1,128 @@
+"""`make demo`: the whole job on the synthetic dataset, from nothing, on a CPU, in about 10 minutes.
+
+    python -m engine.demo [--out results] [--data data/synthetic]
+
+1. generate the synthetic dataset (Cityscapes layout) unless it is already there;
+2. train the keyframe SwiftNet-R18 from scratch (no pretrained weights can be had here);
+3. train the GSVNet propagation modules (light flow + GSV) with the keyframe net frozen, and the
+   "without intra" ablation (paper Table 4);
+4. evaluate GSVNet and the baselines (copy, warp-only, keyframe net alone at scales 0.5 and 0.75);
+5. time every frame type at the demo frame size (engine.benchmark);
+6. dump predictions of one validation snippet as an overlay video;
+7. write results/demo.md, an accuracy-vs-throughput plot and a strip of predicted frames.
+Every stage runs the same `main.py` command a user would type; each is printed before it runs.
+Shortcuts (DESIGN.md §13): the flow net is pre-trained on the generator's true flow first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from main import main as cli
+
+STAGE_SECONDS: dict[str, float] = {}
+# Training budget of the demo, tuned to about 10 minutes on a 2-core CPU (see README). Keyframe net:
+# channels-last bf16 autocast on every frame of the synthetic snippets (--dense-labels 1).
+SEGNET_ARGS = ["--epoch", "5", "--batch-size", "8", "--segnet-lr", "3e-3", "--dense-labels", "1", "--amp", "1",
+               "--class-weights", "1"]
+# Propagation: flow pre-trained on the true flow, whole frames (no crops) so the frozen keyframe net's
+# logits can be cached, CE only (no distillation: every frame has labels), GSV started as the identity
+# fusion (--gsv-init skip) so 200 iterations suffice.
+GSVNET_ARGS = ["--epoch", "1", "--max-iters", "200", "--batch-size", "8", "--class-weights", "1",
+               "--dense-labels", "1", "--use-crop", "0", "--cache-keyframes", "1", "--distil", "0",
+               "--gsv-init", "skip", "--pretrain-flow", "true", "--pretrain-flow-iters", "100",
+               "--multi-step", "1", "2", "3", "4", "--eval-multi-step", "1", "2", "3", "4"]
+NUM_TRAIN, NUM_VAL = 24, 8
+
+
+def run_stage(name: str, argv: list[str]) -> None:
+    print(f"\n=== demo: {name}\n$ python main.py {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    code = cli(argv)
+    STAGE_SECONDS[name] = time.perf_counter() - start
+    if code:
+        raise SystemExit(f"demo: stage '{name}' failed with exit code {code}")
+
+
+def common_args(data: str, logs: str) -> list[str]:
+    return ["--dataset", "synthetic", "--data-path", data, "--log-folder", logs, "--num-worker", "2"]
+
+
+def ensure_dataset(data: str) -> None:
+    from dataset.synthetic import dataset_matches, generate
+    if dataset_matches(data, num_train=NUM_TRAIN, num_val=NUM_VAL):
+        print(f"demo: using the synthetic dataset in {data}")
+        return
+    start = time.perf_counter()
+    generate(data, num_train=NUM_TRAIN, num_val=NUM_VAL, overwrite=True)
+    STAGE_SECONDS["generate data"] = time.perf_counter() - start
+
+
+def metrics_of(logs: str, checkname: str, folder: str) -> dict:
+    path = Path(logs) / "run" / "synthetic" / f"swiftnet_{checkname}" / f"eval_{folder}" / "metrics.json"
+    return json.loads(path.read_text())
+
+
+def train_all(data: str, logs: str) -> tuple[str, str, str]:
+    base = common_args(data, logs)
+    run_stage("train keyframe net", base + ["--train-segnet", "1", "--checkname", "demo_segnet"] + SEGNET_ARGS)
+    segnet = str(Path(logs) / "run" / "synthetic" / "swiftnet_demo_segnet" / "segnet_best.pt")
+    gsv = base + ["--segnet-weights", segnet] + GSVNET_ARGS
+    run_stage("train GSVNet", gsv + ["--checkname", "demo"])
+    run_stage("train GSVNet without intra", gsv + ["--checkname", "demo_nointra", "--intra", "0"])
+    run_dir = Path(logs) / "run" / "synthetic"
+    return segnet, str(run_dir / "swiftnet_demo" / "model_best.pth.tar"), \
+        str(run_dir / "swiftnet_demo_nointra" / "model_best.pth.tar")
+
+
+EVALS = {  # row name -> (checkname, extra flags); all at the paper's key scale 0.75 unless stated
+    "GSVNet": ("demo", ["--fusion", "gsv"]),
+    "warp-only": ("demo", ["--fusion", "warp"]),
+    "copy": ("demo", ["--fusion", "copy"]),
+    "GSVNet w/o intra": ("demo_nointra", ["--fusion", "gsv", "--intra", "0"]),
+    "SwiftNet-R18 @0.75": ("demo", ["--keyframe-only", "1", "--eval-scale", "0.75"]),
+    "SwiftNet-R18 @0.5": ("demo", ["--keyframe-only", "1", "--eval-scale", "0.5"]),
+}
+
+
+def evaluate_all(data: str, logs: str, segnet: str, ckpts: dict[str, str]) -> dict[str, dict]:
+    base = common_args(data, logs) + ["--segnet-weights", segnet, "--evaluate", "1", "--batch-size", "4"]
+    results = {}
+    for row, (checkname, flags) in EVALS.items():
+        folder = "demo_" + row.replace(" ", "_").replace("/", "").replace("@", "s").replace(".", "")
+        keyframe_only = "--keyframe-only" in flags
+        argv = base + ["--checkname", checkname, "--ResFolderName", folder] + flags
+        if not keyframe_only:
+            argv += ["--resume", ckpts[checkname], "--eval-multi-step", "1", "2", "3", "4"]
+        run_stage(f"evaluate {row}", argv)
+        results[row] = metrics_of(logs, checkname, folder)
+    return results
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/synthetic", help="synthetic dataset folder (generated if missing)")
+    p.add_argument("--logs", default="logs", help="--log-folder of every stage")
+    p.add_argument("--out", default="results", help="where demo.md, the plot, the strip and the video go")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from engine.demo_report import benchmark_demo, dump_video, write_report
+    start = time.perf_counter()
+    ensure_dataset(args.data)
+    segnet, best, best_nointra = train_all(args.data, args.logs)
+    results = evaluate_all(args.data, args.logs, segnet, {"demo": best, "demo_nointra": best_nointra})
+    bench = benchmark_demo(args.data, segnet, best, args.out)
+    video = dump_video(args.data, args.logs, segnet, best, args.out)
+    STAGE_SECONDS["total"] = time.perf_counter() - start
+    ok = write_report(results, bench, video, args, segnet, best, STAGE_SECONDS)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
