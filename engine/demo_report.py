@@ -183,8 +183,13 @@ def write_report(results: dict, bench: dict, video: Path, args, segnet: str, ckp
              f"Synthetic validation split ({args.data}), SwiftNet-R18 keyframes at 0.75 scale, light flow, "
              f"trained from scratch on this machine ({platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}). mIoU in %; k = distance from the "
-             "keyframe; l = keyframe interval (avg pools k = 0..l-1, min is k = l-1). Shortcut used: the flow "
-             "net was pre-trained on the generator's true flow (`--pretrain-flow true`).", ""]
+             "keyframe; l = keyframe interval (avg pools k = 0..l-1, min is k = l-1).", "",
+             "Shortcuts (DESIGN.md §13; the protocol itself is unchanged): every frame's synthetic labels "
+             "for training (`--dense-labels 1`), class weights (`--class-weights 1`), bf16 autocast for the "
+             "keyframe net (`--amp 1`), whole frames with the frozen keyframe net's logits cached "
+             "(`--use-crop 0 --cache-keyframes 1`), no distillation (`--distil 0`), the flow net pre-trained "
+             "on the generator's true flow (`--pretrain-flow true`), the GSV started as the identity fusion "
+             "(`--gsv-init skip`).", ""]
     lines += tables_markdown(results) + ["", "## Checks", ""] + [f"- {c}" for c in checks]
     lines += ["", "## Files", "", f"- plot: `{plot}`", f"- strip: `{strip}`", f"- overlay video: `{video}`",
               f"- benchmark at 256×512: `{out / 'demo_bench'}`", "", "## Stage times (s)", ""]

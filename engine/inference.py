@@ -117,7 +117,7 @@ class VideoPredictor:
         if frame.dtype != np.uint8:
             raise ValueError(f"step() expects dtype uint8, got {frame.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)
-        return t.permute(2, 0, 1).unsqueeze(0).float()  # 1×3×H×W
+        return t.permute(2, 0, 1).unsqueeze(0)  # 1×3×H×W uint8 view; only keyframes need all of it as float
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray) -> StepOutput:
@@ -126,7 +126,7 @@ class VideoPredictor:
         is_key = self._prev_logits is None or size != self._size or self._index % self.key_interval == 0
         if is_key:
             self._index = 0
-            logits = self.model.keyframe(x, self.key_scale)
+            logits = self.model.keyframe(x.float(), self.key_scale)
             lowres = self.model.lowres_bgr(x)
         else:
             lowres = self.model.lowres_bgr(x)

@@ -202,7 +202,9 @@ class GSV(nn.Module):
     @torch.no_grad()
     def edge_map(self, logits: Tensor) -> Tensor:
         """B×C×h×w logits -> B×1×h×w float {0,1}: Laplacian (zero padding) of the argmax is non-zero."""
-        labels = logits.argmax(dim=1, keepdim=True).to(logits.dtype)  # class index as a number (official)
+        # class index as a number (official); max().indices is argmax (first maximum on ties) but several
+        # times faster than argmax over the channel dim of an NCHW tensor on CPU
+        labels = logits.max(dim=1, keepdim=True).indices.to(logits.dtype)
         response = F.conv2d(labels, self.laplacian.to(logits.dtype), padding=1)
         return (response != 0).to(logits.dtype)
 

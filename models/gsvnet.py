@@ -68,6 +68,29 @@ def lowres_size(height: int, width: int) -> tuple[int, int]:
     return height // OUTPUT_STRIDE, width // OUTPUT_STRIDE
 
 
+def _bilinear_taps(in_size: int, out_size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """align_corners=True bilinear taps: (left index, right index, right weight) per output index."""
+    scale = torch.tensor(in_size - 1, dtype=torch.float32) / max(out_size - 1, 1)
+    src = torch.arange(out_size, dtype=torch.float32) * scale
+    left = src.floor().long().clamp_(max=in_size - 1)
+    right = (left + 1).clamp_(max=in_size - 1)
+    return left.to(device), right.to(device), (src - left).to(device)
+
+
+def shrink_uint8(frame: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear (align_corners=True) resize of a uint8 B×3×H×W frame to float B×3×h×w, touching only the
+    rows and columns it samples: the same values as F.interpolate on the float frame (same order of
+    operations: along x, then along y) without converting the whole frame to float."""
+    x0, x1, ax = _bilinear_taps(frame.shape[-1], size[1], frame.device)
+    y0, y1, ay = _bilinear_taps(frame.shape[-2], size[0], frame.device)
+    rows = torch.cat([y0, y1]).unique()                       # only the rows any output sample reads
+    picked = frame.index_select(-2, rows)
+    y0, y1 = torch.searchsorted(rows, y0), torch.searchsorted(rows, y1)
+    along_x = (1 - ax) * picked.index_select(-1, x0).float() + ax * picked.index_select(-1, x1).float()
+    ay = ay.view(-1, 1)
+    return (1 - ay) * along_x.index_select(-2, y0) + ay * along_x.index_select(-2, y1)
+
+
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -109,10 +132,11 @@ class GSVNet(nn.Module):
         return (frame / self.seg_divisor - self.rgb_mean) / self.rgb_std
 
     def lowres_bgr(self, frame: Tensor) -> Tensor:
-        """B×3×H×W RGB 0–255 -> B×3×(H//8)×(W//8) BGR, each channel with its own statistic."""
+        """B×3×H×W RGB 0–255 (float, or uint8) -> B×3×(H//8)×(W//8) BGR, each channel with its own statistic."""
         # Shrink first, normalise the 64× smaller result: the same values up to float rounding (the
         # normalisation is a per-channel affine map and bilinear weights sum to 1), far less work.
-        small = _resize(frame, lowres_size(*frame.shape[-2:]))
+        size = lowres_size(*frame.shape[-2:])
+        small = shrink_uint8(frame, size) if frame.dtype == torch.uint8 else _resize(frame, size)
         return self.normalise_rgb(small).flip(1)
 
     # --- the two frame types ---------------------------------------------------------------------
