@@ -27,7 +27,8 @@ from config.config import Config
 from engine.bench_report import (PAPER, contention_note, device_tag, measure_marked, memory_growth, params_mb,
                                  parse_cpu_model, parse_vmrss_mb, render_markdown, summarize_times,
                                  throughput_table)
-from engine.common import build_model, preset_of, resolve_device, resolve_resume, segnet_weights_path
+from engine.common import (build_model, preset_of, resolve_device, resolve_resume, seed_everything,
+                           segnet_weights_path)
 from engine.inference import StepOutput, VideoPredictor
 from models.gsvnet import GSVNet
 
@@ -68,6 +69,7 @@ def build_bench_model(cfg: Config, device: torch.device) -> tuple[GSVNet, dict]:
     """
     preset = preset_of(cfg)
     resume = resolve_resume(cfg)
+    seed_everything(cfg.seed)  # the same random weights every run: .labels time depends on the predictions
     try:
         model, _ = build_model(cfg, preset, device, load_segnet=True, resume=resume)
         default = segnet_weights_path(cfg)
@@ -79,7 +81,8 @@ def build_bench_model(cfg: Config, device: torch.device) -> tuple[GSVNet, dict]:
         segnet_src = "random init (no weights file)"
     propagation_src = str(resume) if resume is not None else "random init (no --resume file)"
     note = (f"keyframe net: {segnet_src}; flow + GSV: {propagation_src}. "
-            f"Times and FLOPs do not depend on the weight values.")
+            f"FLOPs and the network times do not depend on the weight values; the .labels time does "
+            f"(only cells on class boundaries are interpolated), so it varies with weights and content.")
     return model.eval(), {"segnet": segnet_src, "propagation": propagation_src, "note": note}
 
 
