@@ -68,3 +68,9 @@ def test_channels_last_logits_give_the_same_labels():
     logits = torch.randn(1, 19, 16, 24)
     nhwc = logits.contiguous(memory_format=torch.channels_last)
     assert torch.equal(logits_to_labels(logits, (128, 192)), logits_to_labels(nhwc, (128, 192)))
+
+
+def test_noisy_logits_take_the_plain_path_with_the_same_result():
+    torch.manual_seed(5)
+    noisy = torch.randn(1, 19, 32, 48)  # nearly every cell is a boundary cell
+    assert torch.equal(logits_to_labels(noisy, (256, 384)), logits_to_labels_plain(noisy, (256, 384)))
