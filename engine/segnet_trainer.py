@@ -19,7 +19,6 @@ system can be trained from scratch: first this stage, then propagation training 
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +31,9 @@ from config.presets import DatasetPreset
 from engine import distributed as dist
 from engine.common import preset_of, resolve_device, run_dir, seed_everything, summary_dir, write_config
 from engine.evaluator import eval_datasets, evaluate_model
-from engine.losses import (NonFiniteLossError, autocast, class_weight_tensor, make_scaler, segnet_loss,
+from engine.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss,
                            stop_if_non_finite)
-from engine.trainer import (USER_ERRORS, TrainState, build_train_loaders, loader_limit, next_batch, run_header,
+from engine.trainer import (TrainState, build_train_loaders, loader_limit, next_batch, run_header, run_job,
                             set_sampler_epoch, wrap_ddp)
 from models.checkpoints import load_strict, segnet_state_dict
 from models.gsvnet import GSVNet
@@ -221,12 +220,4 @@ def train_segnet(cfg: Config, device: torch.device) -> int:
 
 def run_segnet_training(cfg: Config) -> int:
     """``--train-segnet 1``. Returns the exit code (1 with a one-line error for user errors)."""
-    info = dist.init_distributed(str(resolve_device(cfg.device)), cfg.local_rank)
-    try:
-        return train_segnet(cfg, info.device)
-    except (*USER_ERRORS, NonFiniteLossError) as err:
-        prefix = f"[rank {info.rank}] " if info.enabled else ""
-        print(f"{prefix}error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        dist.cleanup()
+    return run_job(cfg, train_segnet)

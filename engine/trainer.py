@@ -379,15 +379,20 @@ def train(cfg: Config, device: torch.device) -> int:
     return 0
 
 
-def run_training(cfg: Config) -> int:
-    """Default mode: train the flow net + GSV. Returns the exit code (1 with a one-line error for a
-    missing dataset/weights file, a checkpoint that does not fit, or a non-finite loss)."""
+def run_job(cfg: Config, job) -> int:
+    """Run ``job(cfg, device)`` as a (possibly distributed) process: exit code 1 with a one-line error for
+    user errors (missing dataset/weights file, a checkpoint that does not fit, a non-finite loss)."""
     info = dist.init_distributed(str(resolve_device(cfg.device)), cfg.local_rank)
     try:
-        return train(cfg, info.device)
+        return job(cfg, info.device)
     except (*USER_ERRORS, NonFiniteLossError) as err:
         prefix = f"[rank {info.rank}] " if info.enabled else ""
         print(f"{prefix}error: {err}", file=sys.stderr)
         return 1
     finally:
         dist.cleanup()
+
+
+def run_training(cfg: Config) -> int:
+    """Default mode: train the flow net + GSV. Returns the exit code (see run_job)."""
+    return run_job(cfg, train)
