@@ -29,7 +29,7 @@ from tqdm import tqdm
 from config.config import Config, to_dict
 from config.presets import DatasetPreset
 from engine import distributed as dist
-from engine.common import preset_of, resolve_device, run_dir, seed_everything, summary_dir, write_config
+from engine.common import preset_of, run_dir, seed_everything, summary_dir, write_config
 from engine.evaluator import eval_datasets, evaluate_model
 from engine.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss,
                            stop_if_non_finite)
