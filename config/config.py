@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -204,7 +203,3 @@ def from_dict(d: dict) -> Config:
     """Rebuild a Config from a saved dict, ignoring keys this version does not know."""
     names = {f.name for f in dataclasses.fields(Config)}
     return Config(**{k: v for k, v in d.items() if k in names})
-
-
-def dumps(cfg: Config, **extra: Any) -> str:
-    return json.dumps({**to_dict(cfg), **extra}, indent=2, sort_keys=True)

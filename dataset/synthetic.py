@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dataset.synthetic_scene import (HOOD_OBJ, SKY_OBJ, TILE, TILE_NAMES, backward_flow,
+from dataset.synthetic_scene import (SKY_OBJ, TILE, TILE_NAMES, backward_flow,
                                      flow_validity, instance_ids, render_geometry, sample_scene)
 
 MARKER = "synthetic.json"

@@ -8,7 +8,6 @@ Run layout (DESIGN.md §12, §13):
 """
 from __future__ import annotations
 
-import os
 import random
 import warnings
 import time
@@ -17,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config.config import Config, dumps
+from config.config import Config, to_dict
 from config.presets import DatasetPreset, get_preset
-from models.checkpoints import gsvnet_parts, load_strict, segnet_state_dict
+from models.checkpoints import gsvnet_parts, load_flow_weights, load_strict, segnet_state_dict
 from models.gsvnet import GSVNet
-from utils.logging import git_commit
+from utils.logging import git_commit, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 # Official file names under weights/ (weights/README.md says where they come from).
@@ -75,11 +74,8 @@ def timestamp() -> str:
 
 def write_config(cfg: Config, folder: Path, **extra) -> Path:
     """The resolved config + git commit as JSON in ``folder`` (atomic)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(dumps(cfg, git_commit=git_commit(str(REPO)), **extra))
-    os.replace(tmp, path)
+    path = Path(folder) / "config.json"
+    write_json(path, {**to_dict(cfg), "git_commit": git_commit(str(REPO)), **extra})
     return path
 
 
@@ -132,8 +128,7 @@ def build_model(cfg: Config, preset: DatasetPreset, device: torch.device, load_s
     if cfg.optical_flow_network == "flownet":
         flow_file = Path(cfg.flow_weights) if cfg.flow_weights else REPO / "weights" / FLOWNET_FILE
         if cfg.flow_weights or flow_file.is_file():
-            from engine.inference import _load_flow_weights
-            _load_flow_weights(model, str(flow_file))
+            load_flow_weights(model.flow_net, str(flow_file))
     if parts is not None:
         load_strict(model.gsv, parts["gsv"], "GSV (grm.*)", str(resume))
         if parts["flow"] is not None and cfg.load_flow:

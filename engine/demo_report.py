@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -14,6 +12,8 @@ import torch
 
 from dataset.cityscapes import CityscapesSequence
 from dataset.synthetic import extras_paths
+from dataset.video import read_rgb
+from engine.benchmark import time_steps
 from engine.inference import VideoPredictor
 from main import main as cli
 from utils.visualize import colorize, grid, save_png
@@ -29,23 +29,12 @@ def _val_snippet(data: str, index: int = 0) -> tuple[list[Path], str]:
     return [Path(p) for p in ds.snippet_frames(name)], name
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-def _median_step_seconds(predictor: VideoPredictor, frames: list[np.ndarray], repeats: int = 7) -> float:
-    """Median time of a non-keyframe step + .labels (after one keyframe and one warm-up step)."""
+def _nonkey_seconds(predictor: VideoPredictor, frames: list[np.ndarray], repeats: int = 7) -> float:
+    """Median non-keyframe step + .labels, timed as engine.benchmark times it (after one keyframe)."""
     predictor.reset()
     predictor.step(frames[0])
-    _ = predictor.step(frames[1]).labels
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        out = predictor.step(frames[2 + i % (len(frames) - 2)])
-        _ = out.labels
-        times.append(time.perf_counter() - start)
-        assert not out.is_keyframe
-    return statistics.median(times)
+    times = time_steps(predictor, frames[1:], False, repeats, warmup=1, sync=lambda: None)
+    return times["step_labels"]["median_ms"] / 1e3
 
 
 def benchmark_demo(data: str, segnet: str, ckpt: str, out: str) -> dict:
@@ -59,12 +48,12 @@ def benchmark_demo(data: str, segnet: str, ckpt: str, out: str) -> dict:
     if cli(argv):
         raise SystemExit("demo: benchmark failed")
     result = json.loads(next(bench_dir.glob("bench_*.json")).read_text())
-    frames = [_read_rgb(p) for p in _val_snippet(data)[0][:12]]
+    frames = [read_rgb(p) for p in _val_snippet(data)[0][:12]]
     result["demo_nonkey_s"] = {}
     for fusion in ("gsv", "warp", "copy"):
         p = VideoPredictor.from_checkpoints(segnet_weights=segnet, checkpoint=ckpt, key_interval=10 ** 6,
                                             fusion=fusion)
-        result["demo_nonkey_s"][fusion] = _median_step_seconds(p, frames)
+        result["demo_nonkey_s"][fusion] = _nonkey_seconds(p, frames)
     return result
 
 
@@ -97,7 +86,7 @@ def write_strip(data: str, segnet: str, ckpt: str, path: Path, palette) -> Path:
     images, captions = [], []
     rows = ([], [], [])
     for i, frame_path in enumerate(clip):
-        frame = _read_rgb(frame_path)
+        frame = read_rgb(frame_path)
         out = p.step(frame)
         stem = frame_path.name.replace("_leftImg8bit.png", "")
         truth = cv2.imread(str(extras_paths(data, "val", stem)["train_ids"]), cv2.IMREAD_UNCHANGED)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.checkpoints import (gsv_has_intra, gsv_num_classes, guess_flow_name, gsvnet_parts, load_strict,
-                                segnet_state_dict)
+from models.checkpoints import (gsv_has_intra, gsv_num_classes, guess_flow_name, gsvnet_parts, load_flow_weights,
+                                load_strict, segnet_state_dict)
 from models.gsvnet import GSVNet
 from models.upsample import logits_to_labels
 
@@ -38,18 +38,6 @@ class StepOutput:
         if self._labels is None:
             self._labels = logits_to_labels(self.logits, self.frame_size)[0].cpu().numpy()
         return self._labels
-
-
-def _load_flow_weights(model: GSVNet, path: str) -> None:
-    """FlowNetS start weights (official flownet.pth.tar): non-strict, every mismatch reported."""
-    from models.checkpoints import _plain_state_dict
-    from utils.checkpoint import load_file
-    obj = load_file(path)
-    sd = _plain_state_dict(obj.get("state_dict", obj) if isinstance(obj, dict) else obj, path, "flow")
-    result = model.flow_net.load_state_dict(sd, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        warnings.warn(f"{path}: flow weights loaded non-strictly; missing {result.missing_keys}, "
-                      f"unexpected {result.unexpected_keys}")
 
 
 class VideoPredictor:
@@ -92,7 +80,7 @@ class VideoPredictor:
         else:
             warnings.warn("VideoPredictor: no keyframe-net weights given; using a random initialisation")
         if flow_weights:
-            _load_flow_weights(model, flow_weights)
+            load_flow_weights(model.flow_net, flow_weights)
         if parts is not None:
             load_strict(model.gsv, parts["gsv"], "GSV (grm.*)", checkpoint)
             if parts["flow"] is not None:

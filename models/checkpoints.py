@@ -11,6 +11,7 @@ Every load is strict: wrong keys or shapes fail with a message listing them.
 """
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from typing import Any, Mapping
 
@@ -60,6 +61,17 @@ def segnet_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             return _plain_state_dict(obj[key], path, key)
     return _plain_state_dict(obj, path, "raw state_dict")
+
+
+def load_flow_weights(flow_net: nn.Module, path: str) -> None:
+    """FlowNetS start weights (official flownet.pth.tar, a raw state_dict or {'state_dict': sd}), loaded
+    non-strictly as officially, but with every missing/unexpected key reported in a warning."""
+    obj = load_file(path)
+    sd = obj["state_dict"] if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping) else obj
+    result = flow_net.load_state_dict(_plain_state_dict(sd, path, "flow"), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        warnings.warn(f"{path}: flow weights loaded non-strictly; missing {result.missing_keys}, "
+                      f"unexpected {result.unexpected_keys}")
 
 
 def gsvnet_parts(path: str) -> dict[str, Any]:

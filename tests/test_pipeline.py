@@ -183,3 +183,17 @@ def test_1280x720_frames_through_both_keyframe_nets(segnet, native):
     assert [o.is_keyframe for o in outs] == [True, False]
     assert outs[1].logits.shape == (1, 19, 90, 160) and outs[1].labels.shape == (720, 1280)
     assert torch.isfinite(outs[1].logits).all()
+
+
+def test_flownet_start_weights_load_non_strictly_and_report_mismatches(tmp_path):
+    from models.checkpoints import load_flow_weights
+    from models.flownet import FlowNetS
+    source = FlowNetS()
+    sd = source.state_dict()
+    sd.pop("predict_flow2.bias")
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save({"state_dict": sd}, tmp_path / "flownet.pth.tar")
+    target = FlowNetS()
+    with pytest.warns(UserWarning, match=r"predict_flow2\.bias.*extra\.weight"):
+        load_flow_weights(target, str(tmp_path / "flownet.pth.tar"))
+    assert torch.equal(target.state_dict()["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
