@@ -20,6 +20,7 @@ from torch import Tensor
 
 from models.checkpoints import (gsv_has_intra, gsv_num_classes, guess_flow_name, gsvnet_parts, load_flow_weights,
                                 load_strict, segnet_state_dict)
+from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
 from models.upsample import logits_to_labels
 
@@ -44,11 +45,16 @@ class VideoPredictor:
     """Keyframe → propagate streaming predictor around a :class:`GSVNet`."""
 
     def __init__(self, model: GSVNet, key_interval: int = 3, key_scale: float = 0.75,
-                 device: str | torch.device = "cpu", fusion: str = "gsv"):
+                 device: str | torch.device = "cpu", fusion: str = "gsv", fold_bn: bool = True):
+        """fold_bn: run a copy of ``model`` with BatchNorm folded into the convolutions (same outputs up
+        to float rounding, faster); False runs ``model`` itself (moved to ``device``, eval mode)."""
         if key_interval < 1:
             raise ValueError(f"key_interval must be >= 1, got {key_interval}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval().to_channels_last()
+        model = model.to(self.device)
+        if fold_bn:
+            model, _ = fold_batchnorm(model)
+        self.model = model.eval().to_channels_last()
         self.key_interval, self.key_scale, self.fusion = key_interval, key_scale, fusion
         self.reset()
 
@@ -56,7 +62,8 @@ class VideoPredictor:
     def from_checkpoints(cls, segnet: str = "swiftnet", flow: str = "light", num_classes: int = 19,
                          segnet_weights: str | None = None, checkpoint: str | None = None,
                          key_interval: int = 3, key_scale: float = 0.75, device: str = "cpu",
-                         flow_weights: str | None = None, fusion: str = "gsv") -> "VideoPredictor":
+                         flow_weights: str | None = None, fusion: str = "gsv",
+                         fold_bn: bool = True) -> "VideoPredictor":
         """Build from an official or our keyframe-net file and an official or our GSVNet checkpoint.
 
         None for ``segnet_weights``/``checkpoint`` leaves that part randomly initialised (with a warning).
@@ -89,7 +96,8 @@ class VideoPredictor:
                 warnings.warn(f"{checkpoint}: no flow weights (state_dict_of); flow net is random")
         else:
             warnings.warn("VideoPredictor: no GSVNet checkpoint given; flow net and GSV are random")
-        return cls(model, key_interval=key_interval, key_scale=key_scale, device=device, fusion=fusion)
+        return cls(model, key_interval=key_interval, key_scale=key_scale, device=device, fusion=fusion,
+                   fold_bn=fold_bn)
 
     def reset(self) -> None:
         """Forget the previous frame: the next step() is a keyframe."""

@@ -225,7 +225,11 @@ class GSV(nn.Module):
         edge = self.edge_map(warped)
         intra = self.intra_net(image) if self.intra else None
         weights = self.guide(torch.cat([intra if self.intra else warped, edge], dim=1))  # ReLU'd, ≥ 0
-        weights = weights / (weights.sum(dim=1, keepdim=True) + NORM_EPS)
+        # NCHW from here on (the convs give channels-last): per-pixel weights broadcast over the classes
+        # several times faster in NCHW, and the sum is computed in the layout of the warped logits
+        weights = (weights / (weights.sum(dim=1, keepdim=True) + NORM_EPS)).contiguous()
+        if intra is not None:
+            intra = intra.contiguous()
         out = self.ideal_dk.weighted_sum(warped, weights[:, :1 + NUM_DELAY_KERNELS])
         if intra is not None:
             out = out.addcmul_(intra, weights[:, -1:])

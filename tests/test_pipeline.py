@@ -95,13 +95,13 @@ def test_real_third_party_checkpoint_loads_and_runs():
     """Legacy pickle, no 'args', float32 num_batches_tracked: loads strictly and changes the output."""
     frames = np.random.default_rng(1).integers(0, 256, size=(3, 128, 256, 3), dtype=np.uint8)
     torch.manual_seed(0)
-    p = VideoPredictor.from_checkpoints(checkpoint=str(REAL_CKPT), key_interval=3)
+    p = VideoPredictor.from_checkpoints(checkpoint=str(REAL_CKPT), key_interval=3, fold_bn=False)
     sd = p.model.gsv.state_dict()
     assert sd["intra_net.intra_net.1.num_batches_tracked"].dtype == torch.int64
     assert sd["intra_net.intra_net.1.num_batches_tracked"].item() == 259656
     assert torch.allclose(p.model.flow_net.state_dict()["toflow.bias"], torch.tensor([0.0672, -0.3237]), atol=1e-4)
     torch.manual_seed(0)
-    random_gsv = VideoPredictor.from_checkpoints(checkpoint=None, key_interval=3)
+    random_gsv = VideoPredictor.from_checkpoints(checkpoint=None, key_interval=3, fold_bn=False)
     random_gsv.model.segnet.load_state_dict(p.model.segnet.state_dict())  # same keyframes, random GSV + flow
     trained, _, _ = _run(p, frames)
     rand, _, _ = _run(random_gsv, frames)
@@ -130,7 +130,8 @@ def test_our_checkpoint_round_trip_carries_segnet(tmp_path):
     save_atomic(ckpt, tmp_path / "ours.pth.tar")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing random is left: no warning
-        p = VideoPredictor.from_checkpoints(num_classes=11, checkpoint=str(tmp_path / "ours.pth.tar"))
+        p = VideoPredictor.from_checkpoints(num_classes=11, checkpoint=str(tmp_path / "ours.pth.tar"),
+                                            fold_bn=False)  # the loaded weights themselves, not BN-folded
     for name, ours in model.state_dict().items():
         assert torch.equal(p.model.state_dict()[name], ours), name
 
