@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     mode = next((m for m in ("benchmark", "inference", "evaluate", "train_segnet") if getattr(cfg, m)), "train")
     module_name, func_name = _MODES[mode]
+    from engine.common import keep_freed_memory  # process-wide allocator setting (CPU speed)
+    keep_freed_memory()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:

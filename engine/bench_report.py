@@ -183,10 +183,12 @@ def _header(result: dict) -> list[str]:
              f"- machine: {m['platform']}; CPU {m['cpu_model']} ({m['cpu_count']} cores); torch {m['torch']}, "
              f"{m['threads']} threads",
              f"- networks: {s['segnet']} + {s['flow']} flow + GSV; frame {h}×{w}, batch 1, {s['dtype']}, "
-             f"torch.inference_mode; median of {s['repeats']} repeats after {s['warmup']} warm-up",
+             f"torch.inference_mode; medians over {s['repeats']} interleaved rounds after {s['warmup']} warm-up "
+             f"(each round: one keyframe per scale, then {s.get('nonkey_per_round', 1)} non-keyframes)",
              f"- weights: {result['weights']['note']}",
              "- times are VideoPredictor.step(); \"+ labels\" adds the full-resolution upsample + argmax "
-             "(.labels); FLOPs from FlopCounterMode (2 per multiply-add; upsample/argmax/warp not counted)"]
+             "(.labels); FLOPs from FlopCounterMode (2 per multiply-add; upsample/argmax/warp not counted)",
+             f"- inference optimisations: {s.get('optimisations', 'none recorded')}"]
     loads = [_fmt(v) for v in m.get("load_average", [])]
     if loads:
         lines.append(f"- 1-minute load average at start / end: {' / '.join(loads)}")

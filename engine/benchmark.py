@@ -2,8 +2,9 @@
 
 Frame types: a keyframe at each ``--bench-scales`` scale (a predictor with key_interval=1, so every
 step is a keyframe) and a non-keyframe (a predictor whose interval never ends, after one untimed
-keyframe). Each timed step is followed by the ``.labels`` access (full-resolution upsample + argmax),
-with a clock read in between, so one run gives both "step" and "step + labels". Everything the
+keyframe), timed in interleaved rounds (time_interleaved). Each timed step is followed by the
+``.labels`` access (full-resolution upsample + argmax), with a clock read in between, so one run gives
+both "step" and "step + labels". Everything the
 predictor does is timed, including moving the uint8 frame to the device; nothing else is.
 The throughput for interval l is derived from these medians (bench_report.throughput_table).
 """
@@ -27,9 +28,10 @@ from config.config import Config
 from engine.bench_report import (PAPER, contention_note, device_tag, measure_marked, memory_growth, params_mb,
                                  parse_cpu_model, parse_vmrss_mb, render_markdown, summarize_times,
                                  throughput_table)
-from engine.common import (build_model, preset_of, resolve_device, resolve_resume, seed_everything,
-                           segnet_weights_path)
+from engine.common import (build_model, keep_freed_memory, preset_of, resolve_device, resolve_resume,
+                           seed_everything, segnet_weights_path)
 from engine.inference import StepOutput, VideoPredictor
+from models import cpu_kernels
 from models.gsvnet import GSVNet
 
 # Warm-up steps before each timed series (after the untimed FLOP-counting step). On CPU the first
@@ -38,6 +40,7 @@ from models.gsvnet import GSVNet
 WARMUP = {"cpu": 2, "cuda": 5}
 NEVER = 2 ** 62  # key_interval of the non-keyframe predictor: only its first step is a keyframe
 NUM_TIMING_FRAMES = 4
+NONKEY_PER_ROUND = 3  # non-keyframe steps per timing round (they are cheap; more samples for their median)
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -117,19 +120,39 @@ def _checked_step(predictor: VideoPredictor, frame: np.ndarray, expect_key: bool
     return out
 
 
-def time_steps(predictor: VideoPredictor, frames: list[np.ndarray], expect_key: bool, repeats: int,
-               warmup: int, sync) -> dict:
-    """Medians of step() and of step() + .labels over the cycled ``frames``."""
-    source = itertools.cycle(frames)
+def time_interleaved(series: dict[str, tuple], repeats: int, warmup: int, sync) -> dict[str, dict]:
+    """Medians of step() and of step() + .labels for several frame types, timed in interleaved rounds.
+
+    series: name -> (predictor, frames, expect_key, steps_per_round). Each round runs every series in
+    turn, so a slow phase of a shared host hits all frame types alike instead of whichever was being
+    timed (on the project's VM the same step varies by ±15 % over a minute), and non-keyframes run
+    right after keyframes, as they do in a stream.
+    """
+    sources = {name: itertools.cycle(frames) for name, (_, frames, _, _) in series.items()}
 
     def run(mark) -> None:
-        out = _checked_step(predictor, next(source), expect_key)
-        mark()
-        _ = out.labels
-        mark()
+        for name, (predictor, _, expect_key, per_round) in series.items():
+            for _ in range(per_round):
+                out = _checked_step(predictor, next(sources[name]), expect_key)
+                mark()
+                _ = out.labels
+                mark()
 
     runs = measure_marked(run, repeats, warmup, sync, time.perf_counter)
-    return {"step": summarize_times([r[0] for r in runs]), "step_labels": summarize_times([r[1] for r in runs])}
+    phases = np.diff(np.asarray(runs), axis=1, prepend=0.0)     # repeats × marks: cumulative -> per phase
+    result, column = {}, 0
+    for name, (_, _, _, per_round) in series.items():
+        steps = phases[:, column:column + 2 * per_round:2].ravel()
+        labels = phases[:, column + 1:column + 2 * per_round:2].ravel()
+        result[name] = {"step": summarize_times(steps.tolist()), "step_labels": summarize_times((steps + labels).tolist())}
+        column += 2 * per_round
+    return result
+
+
+def time_steps(predictor: VideoPredictor, frames: list[np.ndarray], expect_key: bool, repeats: int,
+               warmup: int, sync) -> dict:
+    """Medians of step() and of step() + .labels of one predictor over the cycled ``frames``."""
+    return time_interleaved({"steps": (predictor, frames, expect_key, 1)}, repeats, warmup, sync)["steps"]
 
 
 def time_upsample(logits: torch.Tensor, size: tuple[int, int], repeats: int, warmup: int, sync) -> dict:
@@ -144,19 +167,22 @@ def time_upsample(logits: torch.Tensor, size: tuple[int, int], repeats: int, war
 def measure_frame_types(model: GSVNet, frames: list[np.ndarray], scales: list[float], cfg: Config,
                         device: torch.device, warmup: int, sync) -> tuple[dict, dict]:
     """(times_ms, flops) per frame type: keyframe at each scale, non-keyframe, upsample+argmax."""
-    times: dict = {"keyframe": {}}
     flops: dict = {"keyframe": {}}
+    series: dict[str, tuple] = {}
     for scale in scales:
         key = str(float(scale))
         predictor = VideoPredictor(model, key_interval=1, key_scale=scale, device=device)
         flops["keyframe"][key] = _flops_entry(*count_flops(lambda: _checked_step(predictor, frames[0], True)))
-        print(f"benchmark: keyframe @{key}: {flops['keyframe'][key]['gmacs']:.2f} GMACs, timing ...", flush=True)
-        times["keyframe"][key] = time_steps(predictor, frames, True, cfg.bench_repeats, warmup, sync)
+        print(f"benchmark: keyframe @{key}: {flops['keyframe'][key]['gmacs']:.2f} GMACs", flush=True)
+        series[key] = (predictor, frames, True, 1)
     predictor = VideoPredictor(model, key_interval=NEVER, key_scale=cfg.key_scale, device=device)
     logits = _checked_step(predictor, frames[0], True).logits
     flops["nonkeyframe"] = _flops_entry(*count_flops(lambda: _checked_step(predictor, frames[1], False)))
-    print(f"benchmark: non-keyframe: {flops['nonkeyframe']['gmacs']:.2f} GMACs, timing ...", flush=True)
-    times["nonkeyframe"] = time_steps(predictor, frames[2:] + frames[:2], False, cfg.bench_repeats, warmup, sync)
+    print(f"benchmark: non-keyframe: {flops['nonkeyframe']['gmacs']:.2f} GMACs; timing all frame types in "
+          f"{cfg.bench_repeats} interleaved rounds ...", flush=True)
+    series["nonkeyframe"] = (predictor, frames[2:] + frames[:2], False, NONKEY_PER_ROUND)
+    timed = time_interleaved(series, cfg.bench_repeats, warmup, sync)
+    times: dict = {"keyframe": {key: timed[key] for key in flops["keyframe"]}, "nonkeyframe": timed["nonkeyframe"]}
     times["upsample_argmax"] = time_upsample(logits, frames[0].shape[:2], cfg.bench_repeats, warmup, sync)
     return times, flops
 
@@ -208,6 +234,13 @@ def machine_info(device: torch.device) -> dict:
             "cuda": torch.version.cuda if cuda_name else None, "tag": device_tag(device.type, cuda_name)}
 
 
+def optimisations_note(device: torch.device, malloc_tuned: bool) -> str:
+    kernels = ("compiled CPU kernels (numba) for labels, frame shrink, warp, edge map"
+               if device.type == "cpu" and cpu_kernels.available() else "PyTorch ops only")
+    return (f"BatchNorm folded into the convolutions; channels-last; {kernels}; "
+            f"glibc heap kept between frames: {'yes' if malloc_tuned else 'no'}")
+
+
 def _load_average() -> float | None:
     try:
         return os.getloadavg()[0]
@@ -245,6 +278,7 @@ def _cudnn_autotune(enabled: bool):
 def run_benchmark(cfg: Config) -> int:
     """Measure, write {results_dir}/bench_<device>.{md,json}, print the markdown. Returns 0."""
     _check_args(cfg)
+    malloc_tuned = keep_freed_memory()  # as main.py does; idempotent
     device = resolve_device(cfg.device)
     model, weights = build_bench_model(cfg, device)
     machine, load_start = machine_info(device), _load_average()
@@ -268,9 +302,10 @@ def run_benchmark(cfg: Config) -> int:
     result = {
         "machine": machine, "weights": weights, "times_ms": times, "flops": flops, "ratios": ratios,
         "settings": {"frame_size": [cfg.bench_height, cfg.bench_width], "batch": 1, "dtype": "float32",
-                     "repeats": cfg.bench_repeats, "warmup": warmup, "scales": scales, "segnet": cfg.segnet,
+                     "repeats": cfg.bench_repeats, "warmup": warmup, "nonkey_per_round": NONKEY_PER_ROUND, "scales": scales, "segnet": cfg.segnet,
                      "flow": cfg.optical_flow_network, "intra": cfg.intra, "key_scale": cfg.key_scale,
-                     "cudnn_benchmark": device.type == "cuda", "note": note},
+                     "cudnn_benchmark": device.type == "cuda", "note": note,
+                     "optimisations": optimisations_note(device, malloc_tuned)},
         "params": module_params(model),
         "throughput": throughput_table(t_key, t_non, {k: v["flops"] for k, v in flops["keyframe"].items()},
                                        flops["nonkeyframe"]["flops"]),

@@ -23,6 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from models import cpu_kernels
+from models.upsample import resize_bilinear
+
 # Off-centre taps (row, col) of a 3×3 window in raster order = official ideal-delay kernels 0..7.
 SHIFT_TAPS = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2))
 NUM_DELAY_KERNELS = 9  # 8 one-hot kernels + one all-zero kernel (official "move_filter")
@@ -109,12 +112,31 @@ class IdealDelayKernels(nn.Module):
         return out
 
 
+def _cat_channels_last(parts: list[Tensor]) -> Tensor:
+    """torch.cat along the channels, written straight into the channels-last layout the guide's convs use
+    (a plain cat of a channels-last and a 1-channel map gives NCHW, which the conv then converts back).
+    ``out=`` has no autograd, so training takes the plain cat."""
+    if torch.is_grad_enabled() and any(p.requires_grad for p in parts):
+        return torch.cat(parts, dim=1)
+    b, _, h, w = parts[0].shape
+    out = torch.empty((b, sum(p.shape[1] for p in parts), h, w), dtype=parts[0].dtype, device=parts[0].device,
+                      memory_format=torch.channels_last)
+    return torch.cat(parts, dim=1, out=out)
+
+
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=True), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
+class Upsample2(nn.Module):
+    """×2 bilinear upsampling, align_corners=True (official nn.Upsample; compiled on CPU inference)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return resize_bilinear(x, (2 * x.shape[-2], 2 * x.shape[-1]))
+
+
 def _upsample2() -> nn.Module:
-    return nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+    return Upsample2()
 
 
 class IntraNet(nn.Module):
@@ -202,6 +224,11 @@ class GSV(nn.Module):
     @torch.no_grad()
     def edge_map(self, logits: Tensor) -> Tensor:
         """B×C×h×w logits -> B×1×h×w float {0,1}: Laplacian (zero padding) of the argmax is non-zero."""
+        if cpu_kernels.available() and logits.device.type == "cpu" and logits.dtype == torch.float32:
+            edge = torch.empty((logits.shape[0], 1, *logits.shape[2:]), dtype=logits.dtype)
+            cpu_kernels.follow_torch_threads()
+            cpu_kernels.edge(logits.detach().contiguous().numpy(), edge.numpy())  # same map, one pass
+            return edge
         # class index as a number (official); max().indices is argmax (first maximum on ties) but several
         # times faster than argmax over the channel dim of an NCHW tensor on CPU
         labels = logits.max(dim=1, keepdim=True).indices.to(logits.dtype)
@@ -224,7 +251,7 @@ class GSV(nn.Module):
         self._check_inputs(warped, image)
         edge = self.edge_map(warped)
         intra = self.intra_net(image) if self.intra else None
-        weights = self.guide(torch.cat([intra if self.intra else warped, edge], dim=1))  # ReLU'd, ≥ 0
+        weights = self.guide(_cat_channels_last([intra if self.intra else warped, edge]))  # ReLU'd, ≥ 0
         # NCHW from here on (the convs give channels-last): per-pixel weights broadcast over the classes
         # several times faster in NCHW, and the sum is computed in the layout of the warped logits
         weights = (weights / (weights.sum(dim=1, keepdim=True) + NORM_EPS)).contiguous()

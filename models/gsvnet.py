@@ -14,14 +14,17 @@ Conventions that make the official weights produce the official numbers (each st
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import cpu_kernels
 from models.bisenet import IMAGENET_MEAN, IMAGENET_STD, BiSeNet
 from models.flownet import build_flow_net
 from models.gsv import GSV
 from models.swiftnet import SWIFTNET_MEAN, SWIFTNET_STD, SwiftNet
+from models.upsample import bilinear_taps, resize_bilinear
 from models.warp import FLOW_DIVISOR, warp
 
 SEGNETS = ("swiftnet", "bisenet")
@@ -69,12 +72,10 @@ def lowres_size(height: int, width: int) -> tuple[int, int]:
 
 
 def _bilinear_taps(in_size: int, out_size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """align_corners=True bilinear taps: (left index, right index, right weight) per output index."""
-    scale = torch.tensor(in_size - 1, dtype=torch.float32) / max(out_size - 1, 1)
-    src = torch.arange(out_size, dtype=torch.float32) * scale
-    left = src.floor().long().clamp_(max=in_size - 1)
-    right = (left + 1).clamp_(max=in_size - 1)
-    return left.to(device), right.to(device), (src - left).to(device)
+    """align_corners=True bilinear taps as tensors on ``device``: (left index, right index, right weight)."""
+    left, right, weight = bilinear_taps(in_size, out_size)
+    return (torch.from_numpy(left).to(device), torch.from_numpy(right).to(device),
+            torch.from_numpy(weight).to(device))
 
 
 def shrink_uint8(frame: Tensor, size: tuple[int, int]) -> Tensor:
@@ -136,8 +137,21 @@ class GSVNet(nn.Module):
         # Shrink first, normalise the 64× smaller result: the same values up to float rounding (the
         # normalisation is a per-channel affine map and bilinear weights sum to 1), far less work.
         size = lowres_size(*frame.shape[-2:])
+        if frame.dtype == torch.uint8 and frame.device.type == "cpu" and cpu_kernels.available():
+            return self._lowres_bgr_compiled(frame, size)
         small = shrink_uint8(frame, size) if frame.dtype == torch.uint8 else _resize(frame, size)
         return self.normalise_rgb(small).flip(1)
+
+    def _lowres_bgr_compiled(self, frame: Tensor, size: tuple[int, int]) -> Tensor:
+        """lowres_bgr of a uint8 CPU frame in one compiled pass (same arithmetic, same order)."""
+        x0, x1, ax = _bilinear_taps(frame.shape[-1], size[1], frame.device)
+        y0, y1, ay = _bilinear_taps(frame.shape[-2], size[0], frame.device)
+        out = torch.empty((frame.shape[0], 3, *size), dtype=torch.float32)
+        cpu_kernels.follow_torch_threads()
+        cpu_kernels.shrink_normalise(frame.permute(0, 2, 3, 1).numpy(), y0.numpy(), y1.numpy(), ay.numpy(),
+                                     x0.numpy(), x1.numpy(), ax.numpy(), np.float32(self.seg_divisor),
+                                     self.rgb_mean.view(3).numpy(), self.rgb_std.view(3).numpy(), out.numpy())
+        return out
 
     # --- the two frame types ---------------------------------------------------------------------
     def segnet_logits(self, frame: Tensor, scale: float) -> Tensor:
@@ -153,7 +167,7 @@ class GSVNet(nn.Module):
     def flow(self, cur_lr: Tensor, prev_lr: Tensor) -> Tensor:
         """Backward flow on the 1/8 grid, in pixels of that grid (raw output / FLOW_DIVISOR)."""
         pair = torch.cat([cur_lr, prev_lr] if self.flow_name == "light" else [prev_lr, cur_lr], dim=1)
-        raw = _resize(self.flow_net(pair), tuple(cur_lr.shape[-2:]))  # vectors deliberately not rescaled
+        raw = resize_bilinear(self.flow_net(pair), tuple(cur_lr.shape[-2:]))  # vectors deliberately not rescaled
         return raw / FLOW_DIVISOR
 
     def propagate(self, prev_logits: Tensor, prev_lr: Tensor, cur_lr: Tensor, fusion: str = "gsv") -> Tensor:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models import cpu_kernels
+
 FLOW_DIVISOR = 4
 """Raw flow-net output / FLOW_DIVISOR = displacement in pixels of the 1/8 grid (official convention)."""
 
@@ -50,5 +52,17 @@ def warp(x: Tensor, flow: Tensor) -> Tensor:
     # Out-of-place arithmetic, so the caller's flow tensor is never touched (unlike the official code).
     grid_x = base_x + flow[:, 0] * (2.0 / (w - 1))
     grid_y = base_y + flow[:, 1] * (2.0 / (h - 1))
+    if _compiled_applies(x, flow):
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        cpu_kernels.follow_torch_threads()
+        cpu_kernels.warp(x.contiguous().numpy(), grid_x.contiguous().numpy(), grid_y.contiguous().numpy(), out.numpy())
+        return out
     grid = torch.stack((grid_x, grid_y), dim=-1)  # B×H×W×2, last dim (x, y) as grid_sample expects
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _compiled_applies(x: Tensor, flow: Tensor) -> bool:
+    """The compiled kernel (same samples as grid_sample up to float rounding) runs for CPU float32
+    inference; anything that needs gradients, or other devices and dtypes, use grid_sample."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or flow.requires_grad)
+    return cpu_kernels.available() and x.device.type == "cpu" and x.dtype == torch.float32 and not needs_grad

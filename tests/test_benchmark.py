@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import platform
 
 import numpy as np
 import pytest
@@ -167,8 +168,11 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path, capsys):
     assert stream["frames"] == 5 and len(stream["series_mb"]["rss"]) == 5 and "rss" in stream["memory"]
     assert len(result["machine"]["load_average"]) == 2
     assert result["machine"]["cpu_count"] >= 1 and "random init" in result["weights"]["segnet"]
-    for heading in ("Per-frame-type time", "Parameters", "Streaming memory", "| keyframe @0.75 |"):
+    for heading in ("Per-frame-type time", "Parameters", "Streaming memory", "| keyframe @0.75 |",
+                    "inference optimisations: BatchNorm folded"):
         assert heading in markdown
+    if platform.libc_ver()[0] == "glibc":  # the allocator setting main.py applies is recorded as applied
+        assert "glibc heap kept between frames: yes" in result["settings"]["optimisations"]
 
 
 def test_tiny_benchmark_bisenet_flownet(tmp_path):

@@ -85,7 +85,7 @@ def test_downsampling_and_single_pixel_outputs_match_plain():
 
 def test_without_numba_the_plain_path_is_used(monkeypatch):
     import models.upsample as upsample
-    monkeypatch.setattr(upsample, "numba", None)
+    monkeypatch.setattr(upsample.cpu_kernels, "numba", None)
     torch.manual_seed(7)
     logits = torch.randn(1, 5, 6, 7)
     assert torch.equal(upsample.logits_to_labels(logits, (40, 50)), logits_to_labels_plain(logits, (40, 50)))
