@@ -31,10 +31,10 @@ SEGNET_ARGS = ["--epoch", "5", "--batch-size", "8", "--segnet-lr", "3e-3", "--de
                "--class-weights", "1"]
 # Propagation: flow pre-trained on the true flow, whole frames (no crops) so the frozen keyframe net's
 # logits can be cached, CE only (no distillation: every frame has labels), GSV started as the identity
-# fusion (--gsv-init skip) so 200 iterations suffice.
-GSVNET_ARGS = ["--epoch", "1", "--max-iters", "200", "--batch-size", "8", "--class-weights", "1",
+# fusion (--gsv-init skip) so 300 iterations suffice. The flow pre-training holds all pairs in memory (fast).
+GSVNET_ARGS = ["--epoch", "1", "--max-iters", "300", "--batch-size", "8", "--class-weights", "1",
                "--dense-labels", "1", "--use-crop", "0", "--cache-keyframes", "1", "--distil", "0",
-               "--gsv-init", "skip", "--pretrain-flow", "true", "--pretrain-flow-iters", "100",
+               "--gsv-init", "skip", "--pretrain-flow", "true", "--pretrain-flow-iters", "800",
                "--multi-step", "1", "2", "3", "4", "--eval-multi-step", "1", "2", "3", "4"]
 NUM_TRAIN, NUM_VAL = 24, 8
 

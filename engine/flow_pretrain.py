@@ -10,8 +10,9 @@ un-augmented full frames (the saved flow would have to be transformed with the c
 The net's output as the pipeline uses it (resized to the 1/8 grid, divided by FLOW_DIVISOR, i.e.
 ``GSVNet.flow``) regresses the target resampled to that grid (bilinear, align_corners=True, like
 the images) with its vectors rescaled by (w−1)/(W−1), (h−1)/(H−1); loss = mean endpoint error
-over valid pixels; Adam at PRETRAIN_LR for --pretrain-flow-iters iterations. Each consecutive pair
-of a clip of the largest --multi-step distance is one training pair.
+over valid pixels; Adam at PRETRAIN_LR for --pretrain-flow-iters iterations. ``dis``: each
+consecutive pair of a clip of the largest --multi-step distance is one training pair. ``true``:
+every consecutive pair of every training snippet, prepared once and kept in memory (LowresPairs).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from tqdm import tqdm
 
 from config.presets import build_dataset
 from dataset.cityscapes import clip_frame_names
@@ -108,9 +110,12 @@ def flow_pairs_loader(ctx) -> DataLoader:
     if cfg.pretrain_flow == "true" and read_marker(root) is None:
         raise ValueError(f"--pretrain-flow true needs the synthetic dataset's saved true flow, but {root} holds "
                          "no synthetic dataset (synthetic.json missing); use --pretrain-flow dis")
-    transform = train_transform(cfg, preset) if cfg.pretrain_flow == "dis" else None
-    base = build_dataset(preset, "train", max(int(k) for k in cfg.multi_step), root=root, transform=transform,
-                         with_label=False)
+    if cfg.pretrain_flow == "true":
+        # every consecutive pair of every snippet once (clips of 2 frames ending at each frame)
+        base = build_dataset(preset, "train", 1, root=root, dense=True)
+    else:
+        base = build_dataset(preset, "train", max(int(k) for k in cfg.multi_step), root=root,
+                             transform=train_transform(cfg, preset), with_label=False)
     ds = FlowPairs(base, cfg.pretrain_flow, root)
     sampler = DistributedSampler(ds, shuffle=True, seed=max(cfg.seed, 0)) if dist.is_dist() else RandomSampler(ds)
     return DataLoader(ds, batch_size=max(1, cfg.batch_size // dist.world_size()), sampler=sampler,
@@ -125,10 +130,60 @@ def cycle(loader: DataLoader):
         yield from loader
 
 
+class LowresPairs:
+    """Every training pair of ``--pretrain-flow true`` as network inputs and targets, held in memory.
+
+    The true flow is fixed per frame (un-augmented clips), so the 1/8-grid images and target flows are
+    computed once; each iteration is then only the flow net's forward and backward (reading the
+    full-resolution .npy flows every iteration made the demo's pre-training data-bound, ~0.4 s/it).
+    """
+
+    def __init__(self, model, loader: DataLoader, device: torch.device):
+        cur, prev, target, valid = [], [], [], []
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="flow pre-training: loading the true flow", unit="clip",
+                              disable=not dist.is_main()):
+                frames = batch["frames"].to(device).float()               # B×T×3×H×W
+                lowres = model.lowres_bgr(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
+                cur.append(lowres[:, 1:].flatten(0, 1))                   # N×3×h×w, N = B·(T−1)
+                prev.append(lowres[:, :-1].flatten(0, 1))
+                t, v = lowres_flow(batch["flow"].flatten(0, 1).to(device), batch["valid"].flatten(0, 1).to(device),
+                                   tuple(lowres.shape[-2:]))
+                target.append(t)
+                valid.append(v)
+        self.cur, self.prev = torch.cat(cur), torch.cat(prev)
+        self.target, self.valid = torch.cat(target), torch.cat(valid)
+
+    def __len__(self) -> int:
+        return len(self.cur)
+
+    def batches(self, batch_size: int, seed: int):
+        """Endless random batches of pairs (a new permutation each pass)."""
+        generator = torch.Generator().manual_seed(seed)
+        while True:
+            for idx in torch.randperm(len(self), generator=generator).split(batch_size):
+                idx = idx.to(self.cur.device)
+                yield self.cur[idx], self.prev[idx], self.target[idx], self.valid[idx]
+
+
+def _pairs_from_loader(ctx):
+    """Endless (cur_lr, prev_lr, target, valid) batches from the DataLoader (DIS flow on augmented clips)."""
+    from engine.trainer import next_batch
+    model, batches = ctx.model, cycle(flow_pairs_loader(ctx))
+    while True:
+        batch = next_batch(batches, "loading a flow pre-training batch")
+        frames = batch["frames"].to(ctx.device).float()  # B×T×3×H×W
+        cur_lr = model.lowres_bgr(frames[:, 1:].flatten(0, 1))  # N×3×h×w, N = B·(T−1)
+        prev_lr = model.lowres_bgr(frames[:, :-1].flatten(0, 1))
+        target, valid = lowres_flow(batch["flow"].flatten(0, 1).to(ctx.device),
+                                    batch["valid"].flatten(0, 1).to(ctx.device), tuple(cur_lr.shape[-2:]))
+        yield cur_lr, prev_lr, target, valid
+
+
 def pretrain_flow(ctx) -> float:
     """Run the shortcut on ``ctx`` (an engine.trainer.TrainContext); returns the last mean EPE (1/8 px)."""
     from engine.losses import autocast, stop_if_non_finite
-    from engine.trainer import next_batch, set_train_mode
+    from engine.trainer import set_train_mode
     cfg, model = ctx.cfg, ctx.model
     if not cfg.train_optical_flow:
         raise ValueError("--pretrain-flow needs --train-optical-flow 1 (the flow net must be trainable)")
@@ -136,19 +191,22 @@ def pretrain_flow(ctx) -> float:
     if dist.is_main():
         print(f"demo shortcut (--pretrain-flow {cfg.pretrain_flow}): pre-training the {cfg.optical_flow_network} "
               f"flow net on {what} for {cfg.pretrain_flow_iters} iterations before end-to-end training")
-    batches = cycle(flow_pairs_loader(ctx))
+    if cfg.pretrain_flow == "true":
+        pairs = LowresPairs(model, flow_pairs_loader(ctx), ctx.device)
+        # as many pairs per step as the DIS path gives: batch clips × (T − 1) pairs each
+        per_step = max(1, cfg.batch_size // dist.world_size()) * max(int(k) for k in cfg.multi_step)
+        batches = pairs.batches(per_step, max(cfg.seed, 0) + 1000 * dist.rank())
+        if dist.is_main():
+            print(f"flow pre-training: {len(pairs)} frame pairs in memory, {per_step} per step")
+    else:
+        batches = _pairs_from_loader(ctx)
     optimizer = torch.optim.Adam(model.flow_net.parameters(), lr=PRETRAIN_LR)
     set_train_mode(model, cfg)
     recent, checkpoint = [], run_dir(cfg) / "checkpoint.pth.tar"
-    for i in range(cfg.pretrain_flow_iters):
-        batch = next_batch(batches, "loading a flow pre-training batch")
-        frames = batch["frames"].to(ctx.device).float()  # B×T×3×H×W
-        cur_lr = model.lowres_bgr(frames[:, 1:].flatten(0, 1))  # N×3×h×w, N = B·(T−1)
-        prev_lr = model.lowres_bgr(frames[:, :-1].flatten(0, 1))
+    for i in tqdm(range(cfg.pretrain_flow_iters), desc="flow pre-training", unit="it", disable=not dist.is_main()):
+        cur_lr, prev_lr, target, valid = next(batches)
         with autocast(ctx.device, cfg.amp):
             pred = ctx.train_model.flow(cur_lr, prev_lr)
-        target, valid = lowres_flow(batch["flow"].flatten(0, 1).to(ctx.device),
-                                    batch["valid"].flatten(0, 1).to(ctx.device), tuple(cur_lr.shape[-2:]))
         loss = endpoint_error(pred.float(), target, valid)
         stop_if_non_finite(float(loss.detach()), f"flow pre-training iteration {i}", checkpoint)
         optimizer.zero_grad(set_to_none=True)

@@ -264,6 +264,17 @@ def test_intra0_dis_pretraining_amp_freeze_bn(data, segnet_file, tmp_path, capsy
         assert torch.equal(v, torch.zeros_like(v) if k.endswith("mean") else torch.ones_like(v)), k
 
 
+def test_true_flow_pretraining_holds_every_pair_and_lowers_the_error(data, segnet_file, tmp_path, capsys):
+    extra = ("--pretrain-flow", "true", "--pretrain-flow-iters", "40", "--max-iters", "1")
+    assert cli.main(prop_args(data, tmp_path, segnet_file, "tf", *extra)) == 0
+    out = capsys.readouterr().out
+    # 2 training snippets of 6 frames: 2 × 5 consecutive pairs; batch 2 clips × 2 pairs (--multi-step 1 2)
+    assert "flow pre-training: 10 frame pairs in memory, 4 per step" in out
+    events = [json.loads(line) for line in tmp_path.joinpath(*RUN, "swiftnet_tf", "log.jsonl").read_text().splitlines()]
+    epe = [e["flow_pretrain/epe"] for e in events if "flow_pretrain/epe" in e]
+    assert len(epe) == 5 and epe[-1] < 0.8 * epe[0]   # logged at 0, 10, 20, 30 and the last iteration
+
+
 def test_true_flow_needs_the_synthetic_dataset(data, segnet_file, tmp_path, capsys):
     plain = tmp_path / "plain"
     shutil.copytree(data, plain)
