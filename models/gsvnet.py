@@ -144,12 +144,12 @@ class GSVNet(nn.Module):
 
     def _lowres_bgr_compiled(self, frame: Tensor, size: tuple[int, int]) -> Tensor:
         """lowres_bgr of a uint8 CPU frame in one compiled pass (same arithmetic, same order)."""
-        x0, x1, ax = _bilinear_taps(frame.shape[-1], size[1], frame.device)
-        y0, y1, ay = _bilinear_taps(frame.shape[-2], size[0], frame.device)
+        x0, x1, ax = bilinear_taps(frame.shape[-1], size[1])
+        y0, y1, ay = bilinear_taps(frame.shape[-2], size[0])
         out = torch.empty((frame.shape[0], 3, *size), dtype=torch.float32)
         cpu_kernels.follow_torch_threads()
-        cpu_kernels.shrink_normalise(frame.permute(0, 2, 3, 1).numpy(), y0.numpy(), y1.numpy(), ay.numpy(),
-                                     x0.numpy(), x1.numpy(), ax.numpy(), np.float32(self.seg_divisor),
+        cpu_kernels.shrink_normalise(frame.permute(0, 2, 3, 1).numpy(), y0, y1, ay,
+                                     x0, x1, ax, np.float32(self.seg_divisor),
                                      self.rgb_mean.view(3).numpy(), self.rgb_std.view(3).numpy(), out.numpy())
         return out
 

@@ -9,17 +9,7 @@ from torch import nn
 from engine.inference import VideoPredictor
 from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
-
-
-def _randomise_bn(model: nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+from tests.test_segnets import _randomize_bn
 
 
 def _num_bn(model: nn.Module) -> int:
@@ -30,7 +20,7 @@ def _num_bn(model: nn.Module) -> int:
 def test_folded_gsvnet_gives_the_same_logits(segnet, expected):
     torch.manual_seed(0)
     model = GSVNet.build(segnet, "light", num_classes=19).eval()
-    _randomise_bn(model, 1)
+    _randomize_bn(model, 1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded, count = fold_batchnorm(model)
     # light flow 7 conv→BN pairs, GSV 8; SwiftNet: ResNet-18 stem 1 + 8 blocks × 2 + 3 downsample
@@ -51,7 +41,7 @@ def test_folded_gsvnet_gives_the_same_logits(segnet, expected):
 def test_only_conv_followed_directly_by_bn_is_folded():
     # BN -> ReLU -> conv (SwiftNet's BNReluConv) must stay; conv -> BN in a Sequential folds
     seq = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6))
-    _randomise_bn(seq, 2)
+    _randomize_bn(seq, 2)
     folded, count = fold_batchnorm(seq)
     assert count == 1 and isinstance(folded[0], nn.BatchNorm2d) and len(folded) == 3   # the folded BN is gone
     x = torch.randn(2, 4, 9, 7)
@@ -61,7 +51,7 @@ def test_only_conv_followed_directly_by_bn_is_folded():
 def test_predictor_with_and_without_folding_agree():
     torch.manual_seed(3)
     model = GSVNet.build("swiftnet", "light", num_classes=19)
-    _randomise_bn(model, 4)
+    _randomize_bn(model, 4)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(3)]
     outs = {}
