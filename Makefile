@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m engine.demo
+	$(PY) -m tools.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

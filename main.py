@@ -18,11 +18,11 @@ from config.config import parse_args
 
 # mode -> (module, function); imported lazily so `--help` stays fast.
 _MODES = {
-    "benchmark": ("engine.benchmark", "run_benchmark"),
-    "inference": ("engine.infer", "run_inference"),
-    "evaluate": ("engine.evaluator", "run_evaluation"),
-    "train_segnet": ("engine.segnet_trainer", "run_segnet_training"),
-    "train": ("engine.trainer", "run_training"),
+    "benchmark": ("modes.benchmark", "run_benchmark"),
+    "inference": ("modes.infer", "run_inference"),
+    "evaluate": ("modes.evaluate", "run_evaluation"),
+    "train_segnet": ("modes.train_segnet", "run_segnet_training"),
+    "train": ("modes.train", "run_training"),
 }
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     mode = next((m for m in ("benchmark", "inference", "evaluate", "train_segnet") if getattr(cfg, m)), "train")
     module_name, func_name = _MODES[mode]
-    from engine.common import keep_freed_memory  # process-wide allocator setting (CPU speed)
+    from utils.allocator import keep_freed_memory  # process-wide allocator setting (CPU speed)
     keep_freed_memory()
     try:
         module = importlib.import_module(module_name)

@@ -4,7 +4,7 @@ Frames are 720×960 (H×W). Label files hold ids 0..10 in this order; anything e
 """
 from __future__ import annotations
 
-from config.presets import DatasetPreset
+from config.dataset_preset import DatasetPreset
 
 CLASS_NAMES = (
     "Sky", "Building", "Column-Pole", "Road", "Sidewalk", "Tree", "Sign-Symbol", "Fence", "Car",

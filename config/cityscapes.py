@@ -5,7 +5,7 @@ Colours are the real Cityscapes colours of ``cityscapesscripts.helpers.labels`` 
 """
 from __future__ import annotations
 
-from config.presets import DatasetPreset
+from config.dataset_preset import DatasetPreset
 
 CLASS_NAMES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",

@@ -1,84 +1,25 @@
-"""Dataset presets: the per-dataset constants a run needs (classes, colours, weights, sizes).
+"""Dataset presets by name: ``get_preset(name)`` for name in ``PRESET_NAMES``.
 
-``get_preset(name)`` for name in ``PRESET_NAMES``. Presets are plain frozen data; the values live
-in ``config/cityscapes.py``, ``config/camvid.py`` and ``config/synthetic.py``.
+The values live in ``config/cityscapes.py``, ``config/camvid.py`` and ``config/synthetic.py``; the
+dataclass in ``config/dataset_preset.py``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from config.camvid import camvid_preset
+from config.cityscapes import cityscapes_preset
+from config.dataset_preset import DatasetPreset
+from config.synthetic import synthetic_preset
 
 PRESET_NAMES = ("cityscapes_2k", "cityscapes", "camvid", "synthetic")
-KINDS = ("cityscapes", "camvid")
-
-
-@dataclass(frozen=True)
-class DatasetPreset:
-    """Constants of one dataset.
-
-    kind: on-disk layout / loader ("cityscapes" -> CityscapesSequence, "camvid" -> CamVidSequence).
-    frame_size, crop_size: (H, W); crop_size is the training crop (3/4 of the frame, as officially).
-    class_weights: cross-entropy weights in class order, or None for an unweighted loss.
-    label_format: what --save-res writes: "labelIds" (Cityscapes, scored by cityscapesScripts) or
-    "trainIds" (CamVid has no separate label ids).
-    """
-    name: str
-    kind: str
-    num_classes: int
-    class_names: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-    data_path: str
-    frame_size: tuple[int, int]
-    crop_size: tuple[int, int]
-    class_weights: tuple[float, ...] | None = None
-    ignore_index: int = 255
-    train_scales: tuple[float, ...] = (0.75, 1.0, 1.5, 1.75, 2.0)
-    splits: tuple[str, ...] = ("train", "val", "test")
-    label_format: str = "labelIds"
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"preset {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
-        for field in ("class_names", "palette"):
-            if len(getattr(self, field)) != self.num_classes:
-                raise ValueError(f"preset {self.name}: {field} has {len(getattr(self, field))} "
-                                 f"entries, expected num_classes={self.num_classes}")
-        if self.class_weights is not None and len(self.class_weights) != self.num_classes:
-            raise ValueError(f"preset {self.name}: class_weights has {len(self.class_weights)} "
-                             f"entries, expected {self.num_classes}")
-        if not 0 <= self.ignore_index <= 255 or self.ignore_index < self.num_classes:
-            raise ValueError(f"preset {self.name}: ignore_index {self.ignore_index} must be in "
-                             f"[{self.num_classes}, 255]")
+__all__ = ["DatasetPreset", "PRESET_NAMES", "get_preset"]
 
 
 def get_preset(name: str) -> DatasetPreset:
     """The preset called ``name`` ("cityscapes_2k" is the official name for "cityscapes")."""
     if name in ("cityscapes", "cityscapes_2k"):
-        from config.cityscapes import cityscapes_preset
         return cityscapes_preset(name)
     if name == "camvid":
-        from config.camvid import camvid_preset
         return camvid_preset()
     if name == "synthetic":
-        from config.synthetic import synthetic_preset
         return synthetic_preset()
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
-
-
-def build_dataset(preset: DatasetPreset, split: str, distance: int, root=None, transform=None,
-                  with_label: bool = True, dense: bool = False):
-    """The sequence dataset of ``preset`` (root defaults to ``preset.data_path``).
-
-    dense: every frame as a sample, labelled from the synthetic generator's per-frame labels.
-    """
-    root = preset.data_path if root is None else root
-    if dense:
-        if preset.name != "synthetic":
-            raise ValueError(f"--dense-labels 1 needs per-frame labels, which only --dataset synthetic has "
-                             f"(got {preset.name})")
-        from dataset.synthetic_dense import SyntheticDenseSequence
-        return SyntheticDenseSequence(root, split, distance, transform=transform)
-    if preset.kind == "camvid":
-        from dataset.camvid import CamVidSequence
-        return CamVidSequence(root, split, distance, transform=transform, with_label=with_label)
-    from dataset.cityscapes import CityscapesSequence
-    return CityscapesSequence(root, split, distance, transform=transform, with_label=with_label)

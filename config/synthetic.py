@@ -7,7 +7,7 @@ absent classes (rider, train, motorcycle, bicycle) get the p = 0 value."""
 from __future__ import annotations
 
 from config.cityscapes import CLASS_NAMES, PALETTE
-from config.presets import DatasetPreset
+from config.dataset_preset import DatasetPreset
 
 
 CLASS_WEIGHTS = (3.28, 9.84, 4.07, 38.29, 37.90, 31.43, 49.66, 44.66, 7.28, 29.62, 8.38, 41.04, 50.50, 26.33,

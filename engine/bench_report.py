@@ -260,7 +260,7 @@ def _stream_rows(stream: dict | None) -> list[str]:
 
 
 def render_markdown(result: dict) -> str:
-    """The report of :func:`engine.benchmark.run_benchmark`'s result dict as markdown."""
+    """The report of :func:`modes.benchmark.run_benchmark`'s result dict as markdown."""
     lines = (_header(result) + _time_rows(result) + _throughput_rows(result) + _param_rows(result)
              + _stream_rows(result.get("stream")))
     return "\n".join(lines)

@@ -25,11 +25,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from config.presets import build_dataset
+from dataset.build import build_dataset
 from dataset.cityscapes import clip_frame_names
 from dataset.synthetic import extras_paths, read_marker
 from engine import distributed as dist
-from engine.common import data_root, run_dir
+from engine.runs import data_root, run_dir
 
 PRETRAIN_LR = 1e-3
 
@@ -104,7 +104,7 @@ class FlowPairs(Dataset):
 
 
 def flow_pairs_loader(ctx) -> DataLoader:
-    from engine.trainer import train_transform
+    from engine.training import train_transform
     cfg, preset = ctx.cfg, ctx.preset
     root = data_root(cfg, preset)
     if cfg.pretrain_flow == "true" and read_marker(root) is None:
@@ -168,7 +168,7 @@ class LowresPairs:
 
 def _pairs_from_loader(ctx):
     """Endless (cur_lr, prev_lr, target, valid) batches from the DataLoader (DIS flow on augmented clips)."""
-    from engine.trainer import next_batch
+    from engine.training import next_batch
     model, batches = ctx.model, cycle(flow_pairs_loader(ctx))
     while True:
         batch = next_batch(batches, "loading a flow pre-training batch")
@@ -181,9 +181,9 @@ def _pairs_from_loader(ctx):
 
 
 def pretrain_flow(ctx) -> float:
-    """Run the shortcut on ``ctx`` (an engine.trainer.TrainContext); returns the last mean EPE (1/8 px)."""
+    """Run the shortcut on ``ctx`` (an engine.propagation_training.TrainContext); returns the last mean EPE (1/8 px)."""
     from engine.losses import autocast, stop_if_non_finite
-    from engine.trainer import set_train_mode
+    from engine.training import set_train_mode
     cfg, model = ctx.cfg, ctx.model
     if not cfg.train_optical_flow:
         raise ValueError("--pretrain-flow needs --train-optical-flow 1 (the flow net must be trainable)")

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from config.presets import DatasetPreset
+from config.dataset_preset import DatasetPreset
 from dataset.cityscapes import train_ids_to_label_ids
 from utils.visualize import colorize, save_label_png, save_png
 

@@ -1,7 +1,7 @@
 """Compiled CPU kernels (numba) for the streaming hot spots; each equals a PyTorch reference.
 
 - ``labels``: bilinear upsample + argmax of low-resolution logits without the C×H×W upsampled tensor
-  (reference: models.upsample.logits_to_labels_plain);
+  (reference: models.labels.logits_to_labels_plain);
 - ``shrink_normalise``: a uint8 H×W×3 frame -> the normalised BGR 1/8 image (reference:
   GSVNet.lowres_bgr on the float frame);
 - ``warp``: bilinear backward warp with zeros outside (reference: F.grid_sample in models.warp);

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models import cpu_kernels
-from models.upsample import resize_bilinear
+from models.resize import resize_bilinear
 
 # Off-centre taps (row, col) of a 3×3 window in raster order = official ideal-delay kernels 0..7.
 SHIFT_TAPS = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models import cpu_kernels
@@ -24,7 +23,7 @@ from models.bisenet import IMAGENET_MEAN, IMAGENET_STD, BiSeNet
 from models.flownet import build_flow_net
 from models.gsv import GSV
 from models.swiftnet import SWIFTNET_MEAN, SWIFTNET_STD, SwiftNet
-from models.upsample import bilinear_taps, resize_bilinear
+from models.resize import bilinear_taps, resize, resize_bilinear, shrink_uint8
 from models.warp import FLOW_DIVISOR, warp
 
 SEGNETS = ("swiftnet", "bisenet")
@@ -71,33 +70,6 @@ def lowres_size(height: int, width: int) -> tuple[int, int]:
     return height // OUTPUT_STRIDE, width // OUTPUT_STRIDE
 
 
-def _bilinear_taps(in_size: int, out_size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """align_corners=True bilinear taps as tensors on ``device``: (left index, right index, right weight)."""
-    left, right, weight = bilinear_taps(in_size, out_size)
-    return (torch.from_numpy(left).to(device), torch.from_numpy(right).to(device),
-            torch.from_numpy(weight).to(device))
-
-
-def shrink_uint8(frame: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear (align_corners=True) resize of a uint8 B×3×H×W frame to float B×3×h×w, touching only the
-    rows and columns it samples: the same values as F.interpolate on the float frame (same order of
-    operations: along x, then along y) without converting the whole frame to float."""
-    x0, x1, ax = _bilinear_taps(frame.shape[-1], size[1], frame.device)
-    y0, y1, ay = _bilinear_taps(frame.shape[-2], size[0], frame.device)
-    rows = torch.cat([y0, y1]).unique()                       # only the rows any output sample reads
-    picked = frame.index_select(-2, rows)
-    y0, y1 = torch.searchsorted(rows, y0), torch.searchsorted(rows, y1)
-    along_x = (1 - ax) * picked.index_select(-1, x0).float() + ax * picked.index_select(-1, x1).float()
-    ay = ay.view(-1, 1)
-    return (1 - ay) * along_x.index_select(-2, y0) + ay * along_x.index_select(-2, y1)
-
-
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-
-
 class GSVNet(nn.Module):
     """Keyframe net + flow net + GSV. The keyframe net is always used frozen (eval, no grad)."""
 
@@ -139,7 +111,7 @@ class GSVNet(nn.Module):
         size = lowres_size(*frame.shape[-2:])
         if frame.dtype == torch.uint8 and frame.device.type == "cpu" and cpu_kernels.available():
             return self._lowres_bgr_compiled(frame, size)
-        small = shrink_uint8(frame, size) if frame.dtype == torch.uint8 else _resize(frame, size)
+        small = shrink_uint8(frame, size) if frame.dtype == torch.uint8 else resize(frame, size)
         return self.normalise_rgb(small).flip(1)
 
     def _lowres_bgr_compiled(self, frame: Tensor, size: tuple[int, int]) -> Tensor:
@@ -156,13 +128,13 @@ class GSVNet(nn.Module):
     # --- the two frame types ---------------------------------------------------------------------
     def segnet_logits(self, frame: Tensor, scale: float) -> Tensor:
         """Raw keyframe-net logits of an RGB 0–255 frame at input scale ``scale`` (1/4 or 1/8 of it)."""
-        x = _resize(self.normalise_rgb(frame), keyframe_size(*frame.shape[-2:], scale))
+        x = resize(self.normalise_rgb(frame), keyframe_size(*frame.shape[-2:], scale))
         out = self.segnet(x.contiguous(memory_format=torch.channels_last))
         return out[0] if isinstance(out, (tuple, list)) else out
 
     def keyframe(self, frame: Tensor, scale: float = 0.75) -> Tensor:
         """B×3×H×W RGB 0–255 -> keyframe logits B×C×(H//8)×(W//8)."""
-        return _resize(self.segnet_logits(frame, scale), lowres_size(*frame.shape[-2:]))
+        return resize(self.segnet_logits(frame, scale), lowres_size(*frame.shape[-2:]))
 
     def flow(self, cur_lr: Tensor, prev_lr: Tensor) -> Tensor:
         """Backward flow on the 1/8 grid, in pixels of that grid (raw output / FLOW_DIVISOR)."""

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from config.presets import PRESET_NAMES, build_dataset, get_preset
+from config.presets import PRESET_NAMES, get_preset
+from dataset.build import build_dataset
 from dataset import camvid, camvid_frames, cityscapes, video
 
 H, W = 6, 10

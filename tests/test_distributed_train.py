@@ -26,7 +26,7 @@ WRAPPER = r'''
 import os, sys
 import torch
 sys.path.insert(0, os.environ["GSVNET_REPO"])
-import engine.trainer as trainer
+import modes.train as trainer
 import main as cli
 
 seen = {}

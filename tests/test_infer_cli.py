@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import main
-from engine.inference import VideoPredictor
+from engine.predictor import VideoPredictor
 from tests.test_eval_cli import make_env
 
 VH, VW, VFRAMES = 96, 160, 7

@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.inference import VideoPredictor
+from engine.predictor import VideoPredictor
 from models.gsvnet import GSVNet, lowres_size, shrink_uint8
 from models import cpu_kernels
-from models.upsample import logits_to_labels_plain
+from models.labels import logits_to_labels_plain
 
 REAL_CKPT = Path(__file__).parent / "data" / "gsvnet_swnet_seq_checkpoint.pth.tar"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.inference import VideoPredictor
+from engine.predictor import VideoPredictor
 from models.checkpoints import gsvnet_checkpoint
 from models.gsvnet import GSVNet, keyframe_size
 from tests.stand_in_weights import (fingerprint, make_state_dict, read_keys, save_official_gsvnet)

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-import engine.trainer as trainer
+import engine.propagation_training as propagation_training
+import modes.train as trainer
 import main as cli
 from dataset.synthetic import generate
-from engine.common import seed_everything
+from utils.seed import seed_everything
 from engine.flow_pretrain import dis_backward_flow, endpoint_error, lowres_flow
-from engine.inference import VideoPredictor
+from engine.predictor import VideoPredictor
 from models.bisenet import BiSeNet
 from models.checkpoints import FORMAT, gsvnet_parts
 from models.gsv import canonical_delay_kernels
@@ -207,13 +208,13 @@ def test_interrupted_save_keeps_previous_checkpoint(first_run, segnet_file, data
 def test_non_finite_loss_stops_and_keeps_checkpoint(first_run, segnet_file, data, tmp_path, monkeypatch, capsys):
     logs, folder = copy_logs(first_run, tmp_path)
     before = sha(folder / "checkpoint.pth.tar")
-    real = trainer.propagation_loss
+    real = propagation_training.propagation_loss
 
     def nan_loss(*a, **kw):
         loss, parts = real(*a, **kw)
         return loss * float("nan"), dict(parts, loss=float("nan"))
 
-    monkeypatch.setattr(trainer, "propagation_loss", nan_loss)
+    monkeypatch.setattr(propagation_training, "propagation_loss", nan_loss)
     assert cli.main(prop_args(data, logs, segnet_file, "a", "--epoch", "2", "--resume", "1")) == 1
     err = capsys.readouterr().err
     assert "non-finite loss" in err and "epoch 1, iteration 0" in err

@@ -13,8 +13,8 @@ import torch
 from dataset.cityscapes import CityscapesSequence
 from dataset.synthetic import extras_paths
 from dataset.video import read_rgb
-from engine.benchmark import time_steps
-from engine.inference import VideoPredictor
+from engine.step_timing import time_steps
+from engine.predictor import VideoPredictor
 from main import main as cli
 from utils.visualize import colorize, grid, save_png
 
@@ -30,7 +30,7 @@ def _val_snippet(data: str, index: int = 0) -> tuple[list[Path], str]:
 
 
 def _nonkey_seconds(predictor: VideoPredictor, frames: list[np.ndarray], repeats: int = 7) -> float:
-    """Median non-keyframe step + .labels, timed as engine.benchmark times it (after one keyframe)."""
+    """Median non-keyframe step + .labels, timed as engine.step_timing times it (after one keyframe)."""
     predictor.reset()
     predictor.step(frames[0])
     times = time_steps(predictor, frames[1:], False, repeats, warmup=1, sync=lambda: None)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.upsample import logits_to_labels, logits_to_labels_plain
+from models.labels import logits_to_labels, logits_to_labels_plain
 
 
 def _assert_same_up_to_ties(logits, size, tol=1e-4):
@@ -84,7 +84,7 @@ def test_downsampling_and_single_pixel_outputs_match_plain():
 
 
 def test_without_numba_the_plain_path_is_used(monkeypatch):
-    import models.upsample as upsample
+    import models.labels as upsample
     monkeypatch.setattr(upsample.cpu_kernels, "numba", None)
     torch.manual_seed(7)
     logits = torch.randn(1, 5, 6, 7)

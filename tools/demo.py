@@ -1,13 +1,13 @@
 """`make demo`: the whole job on the synthetic dataset, from nothing, on a CPU, in about 10 minutes.
 
-    python -m engine.demo [--out results] [--data data/synthetic]
+    python -m tools.demo [--out results] [--data data/synthetic]
 
 1. generate the synthetic dataset (Cityscapes layout) unless it is already there;
 2. train the keyframe SwiftNet-R18 from scratch (no pretrained weights can be had here);
 3. train the GSVNet propagation modules (light flow + GSV) with the keyframe net frozen, and the
    "without intra" ablation (paper Table 4);
 4. evaluate GSVNet and the baselines (copy, warp-only, keyframe net alone at scales 0.5 and 0.75);
-5. time every frame type at the demo frame size (engine.benchmark);
+5. time every frame type at the demo frame size (engine.step_timing);
 6. dump predictions of one validation snippet as an overlay video;
 7. write results/demo.md, an accuracy-vs-throughput plot and a strip of predicted frames.
 Every stage runs the same `main.py` command a user would type; each is printed before it runs.
@@ -113,7 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from engine.demo_report import benchmark_demo, dump_video, write_report
+    from tools.demo_report import benchmark_demo, dump_video, write_report
     start = time.perf_counter()
     ensure_dataset(args.data)
     segnet, best, best_nointra = train_all(args.data, args.logs)

@@ -1,4 +1,4 @@
-"""Evaluation protocol (``--evaluate 1``; DESIGN.md §9, official_gsvnet.md §8.4 with §10 items 16, 20, 21 fixed).
+"""Evaluation protocol (docs/evaluation.md; the official protocol with its defects fixed).
 
 For every annotated frame and every distance k in ``[0 if --eval-single] + --eval-multi-step``: the
 keyframe net segments frame GT−k at ``--eval-scale``, the prediction is propagated k steps
@@ -12,26 +12,20 @@ returns the same metrics, only rank 0 prints and writes.
 """
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from config.config import Config
-from config.presets import DatasetPreset, build_dataset
+from config.dataset_preset import DatasetPreset
+from dataset.build import build_dataset
 from engine import distributed as dist
-from engine.common import (build_model, data_root, pred_dir, preset_of, resolve_device, resolve_resume,
-                           run_dir, write_config)
-from engine.save_results import PredictionWriter, commit_staged, discard_staged, staging_dir
-from models.upsample import logits_to_labels
-from utils.logging import write_json
-from utils.metrics import confusion_matrix, format_table, summarize
-
-USER_ERRORS = (FileNotFoundError, ValueError, RuntimeError, OSError)
+from engine.runs import data_root
+from engine.save_results import PredictionWriter
+from models.labels import logits_to_labels
+from utils.metrics import confusion_matrix, summarize
 
 
 def eval_split(preset: DatasetPreset) -> str:
@@ -170,94 +164,3 @@ def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distanc
     metrics.update(num_samples={str(k): int(n) for k, n in zip(distances, counts)}, fusion=fusion,
                    key_scale=key_scale, split=eval_split(preset), dataset=preset.name)
     return metrics
-
-
-# --- the --evaluate 1 command ----------------------------------------------------------------------
-RANDOM_WARNING = """
-************************************************************************************************
-WARNING: no --resume given: the flow net and the GSV module are RANDOMLY INITIALISED.
-The propagated distances (k >= 1) measure random weights, not GSVNet. Pass --resume 1 (this run's
-checkpoint or weights/gsvnet_<net>_r18.tar) or --resume PATH. (--fusion copy and --keyframe-only 1
-need no checkpoint.)
-************************************************************************************************
-"""
-
-
-def _shared_timestamp() -> str:
-    """Rank 0's time stamp on every rank, so all ranks agree on folder names."""
-    now = torch.tensor([int(time.time()) if dist.is_main() else 0], dtype=torch.int64)
-    dist.all_reduce_sum(now)
-    return time.strftime("%Y%m%d_%H%M%S", time.localtime(int(now.item())))
-
-
-def _describe(cfg: Config, metrics: dict, resume: Path | None) -> str:
-    samples = ", ".join(f"k={k}: {n}" for k, n in metrics["num_samples"].items())
-    mode = "keyframe net only" if cfg.keyframe_only else f"fusion={metrics['fusion']}"
-    return (f"{cfg.dataset} {metrics['split']} | {cfg.segnet} + {cfg.optical_flow_network} flow | {mode} | "
-            f"key scale {metrics['key_scale']} | checkpoint: {resume or 'none'}\nsamples: {samples}")
-
-
-def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
-    preset = preset_of(cfg)
-    distances = eval_distances(cfg)
-    eval_datasets(cfg, preset, distances)  # a missing dataset fails here, before the model loads
-    resume = resolve_resume(cfg)
-    if resume is None and not cfg.keyframe_only and cfg.fusion != "copy" and dist.is_main():
-        print(RANDOM_WARNING, file=sys.stderr, flush=True)
-    model, _ = build_model(cfg, preset, device, resume=resume)
-    name = cfg.ResFolderName or _shared_timestamp()
-    saving = cfg.save_res or cfg.save_seq_res
-    final_pred, staging = pred_dir(cfg, name), staging_dir(pred_dir(cfg, name))
-    if saving and dist.is_main():
-        discard_staged(staging)  # leftovers of a crashed run
-        staging.mkdir(parents=True)
-    dist.barrier()
-    try:
-        metrics = evaluate_model(model, cfg, preset, device, distances=distances, key_scale=cfg.eval_scale,
-                                 fusion="copy" if cfg.keyframe_only else cfg.fusion,
-                                 save_dir=staging if saving else None, progress=True)
-        metrics["keyframe_only"] = bool(cfg.keyframe_only)
-        dist.barrier()  # every rank's predictions are on disk
-    except BaseException:
-        if saving and dist.is_main():
-            discard_staged(staging)
-        raise
-    if not dist.is_main():
-        return 0
-    eval_dir = run_dir(cfg) / f"eval_{name}"
-    write_config(cfg, eval_dir, checkpoint=str(resume) if resume else None, distances=distances,
-                 world_size=dist.world_size())
-    write_json(eval_dir / "metrics.json", metrics)
-    if saving:
-        commit_staged(staging, final_pred)
-    print(_describe(cfg, metrics, resume))
-    print(format_table(metrics, per_class=True))
-    print(f"wrote {eval_dir / 'metrics.json'} and config.json")
-    if saving:
-        print(f"wrote predictions to {final_pred}/k<k>/ (+ color/" + (", seq/" if cfg.save_seq_res else "") + ")")
-    return 0
-
-
-def _error_text(err: BaseException) -> str:
-    """The message of ``err``; for an error re-raised from a DataLoader worker, only the original
-    exception's line (the worker's traceback is noise for a missing or corrupt file)."""
-    text = str(err)
-    if "DataLoader worker" in text and "Traceback" in text:
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        return lines[-1] if lines else text
-    return text
-
-
-def run_evaluation(cfg: Config) -> int:
-    """``--evaluate 1``: evaluate once, print the table, write metrics.json + config.json into
-    logs/run/{dataset}/{segnet}_{checkname}/eval_{ResFolderName or time stamp}/. Returns the exit code:
-    0, or 1 with a one-line error naming the problem (missing dataset/checkpoint, corrupt file)."""
-    info = dist.init_distributed(str(resolve_device(cfg.device)), cfg.local_rank)
-    try:
-        return _evaluate_and_publish(cfg, info.device)
-    except USER_ERRORS as err:
-        prefix = f"[rank {info.rank}] " if info.enabled else ""
-        print(f"{prefix}error: {_error_text(err)}", file=sys.stderr)
-        return 1
-    finally:
-        dist.cleanup()

@@ -20,41 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models import cpu_kernels
+from models.resize import source_coordinates
 
 MAX_CLASSES = 255  # labels are uint8
-
-
-def resize_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """F.interpolate(x, size, mode="bilinear", align_corners=True), by the compiled kernel for CPU float32
-    inference (same arithmetic and order; keeps x's memory format)."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(x.shape[-2:]) == size:
-        return x
-    needs_grad = torch.is_grad_enabled() and x.requires_grad
-    if not cpu_kernels.available() or x.device.type != "cpu" or x.dtype != torch.float32 or needs_grad:
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
-        else torch.contiguous_format
-    out = torch.empty((x.shape[0], x.shape[1], *size), dtype=x.dtype, memory_format=layout)
-    y0, y1, ay = bilinear_taps(x.shape[-2], size[0])
-    x0, x1, ax = bilinear_taps(x.shape[-1], size[1])
-    cpu_kernels.follow_torch_threads()
-    cpu_kernels.resize(x.permute(0, 2, 3, 1).numpy(), y0, y1, ay, x0, x1, ax, out.permute(0, 2, 3, 1).numpy())
-    return out
-
-
-def source_coordinates(in_size: int, out_size: int) -> Tensor:
-    """align_corners=True source coordinate of each output index, in float32 as PyTorch computes it."""
-    scale = torch.tensor(in_size - 1, dtype=torch.float32) / max(out_size - 1, 1)
-    return torch.arange(out_size, dtype=torch.float32) * scale
-
-
-def bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """align_corners=True taps per output index: (left index, right index, right weight)."""
-    src = source_coordinates(in_size, out_size)
-    left = src.floor().long().clamp_(max=in_size - 1)
-    right = (left + 1).clamp_(max=in_size - 1)
-    return left.numpy(), right.numpy(), (src - left).numpy()
 
 
 def logits_to_labels_plain(logits: Tensor, size: tuple[int, int]) -> Tensor:

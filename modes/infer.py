@@ -28,11 +28,13 @@ import numpy as np
 from tqdm import tqdm
 
 from config.config import Config
-from config.presets import DatasetPreset
+from config.dataset_preset import DatasetPreset
 from dataset.cityscapes import train_ids_to_label_ids
 from dataset.video import VideoWriter, open_frames, read_rgb
-from engine.common import build_model, data_root, pred_dir, preset_of, resolve_device, resolve_resume, timestamp
-from engine.inference import VideoPredictor
+from engine.model_builder import build_model
+from engine.runs import data_root, pred_dir, preset_of, resolve_resume, timestamp
+from utils.device import resolve_device
+from engine.predictor import VideoPredictor
 from engine.save_results import commit_staged, discard_staged, staging_dir
 from utils.visualize import colorize, overlay, save_label_png, save_png
 

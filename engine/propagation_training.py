@@ -1,4 +1,4 @@
-"""Propagation training (DESIGN.md §8, official_gsvnet.md §8.3 with the §10 defects fixed).
+"""Propagation training (docs/training.md; the official recipe with its defects fixed).
 
 The keyframe net is frozen; the flow net and the GSV module learn end to end. Per epoch every batch of
 every ``--multi-step`` distance k is seen once, in a shuffled order shared by all ranks (the official
@@ -12,55 +12,44 @@ Optimizer: SGD (Nesterov, momentum 0.9, weight decay on all groups) over the gro
 frozen ideal-delay kernels are not in it. ``StepLR(--step-scheduler, --lr-gamma)`` steps every
 iteration. ``--epoch`` is the total number of epochs: a resumed run continues up to it.
 
-Distributed (DESIGN.md §11): DDP on the flow net and the GSV separately (SyncBatchNorm on GPU; torch
+Distributed: DDP on the flow net and the GSV separately (SyncBatchNorm on GPU; torch
 has none for CPU, where BN buffers are broadcast from rank 0 instead); ``model`` stays the plain
 GSVNet (``model_without_ddp``), ``train_model`` is a GSVNet shell around the DDP modules. Only rank 0
 prints, logs and saves.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config.config import Config, to_dict
-from config.presets import DatasetPreset, build_dataset
-from dataset.transforms import ClipTransform
+from config.dataset_preset import DatasetPreset
 from engine import distributed as dist
-from engine.common import (build_model, crop_size, data_root, preset_of, resolve_device, resolve_resume, run_dir,
-                           seed_everything, summary_dir, write_config)
-from engine.evaluator import eval_datasets, eval_distances, evaluate_model
+from engine.evaluation import eval_datasets, eval_distances, evaluate_model
 from engine.keyframe_cache import KeyframeCache, clip_keys
-from engine.losses import (NonFiniteLossError, autocast, class_weight_tensor, make_scaler, propagation_loss,
-                           stop_if_non_finite)
+from engine.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
+from engine.model_builder import build_model
+from engine.runs import preset_of, resolve_resume, run_dir, summary_dir
+from engine.training import (LOG_EVERY, TrainState, batch_schedule, build_train_loaders, loader_limit, set_train_mode,
+                             set_trainable, wrap_ddp)
 from models.checkpoints import FORMAT, gsvnet_checkpoint
 from models.gsvnet import GSVNet, lowres_size
-from models.upsample import logits_to_labels
+from models.labels import logits_to_labels
+from models.resize import resize
 from utils.checkpoint import save_atomic
 from utils.logging import RunLogger, write_json
 from utils.metrics import confusion_matrix, miou
+from utils.seed import seed_everything
 from utils.visualize import colorize, hstack
+from engine.training import next_batch
 
-EARLY_STOP_ITERS = 5  # --early-stop: batches per loader (as officially)
-LOG_EVERY = 10  # iterations between log.jsonl / TensorBoard records
 ADAM_WEIGHT_DECAY = 1e-4  # the official --optim adam setting
-USER_ERRORS = (FileNotFoundError, ValueError)
-
-
-@dataclass
-class TrainState:
-    epoch: int = 0  # next epoch to run
-    best_pred: float | None = None  # best avg mIoU (percent) so far
-    step: int = 0  # optimizer steps so far
 
 
 @dataclass
@@ -77,77 +66,6 @@ class TrainContext:
     loaders: dict[int, DataLoader]
     logger: RunLogger
     cache: KeyframeCache | None = None  # --cache-keyframes 1: frozen keyframe-net outputs per clip
-
-
-# --- shared with the keyframe-net trainer -------------------------------------------------------------
-def train_transform(cfg: Config, preset: DatasetPreset) -> ClipTransform | None:
-    """One random scale/crop/flip per clip (DESIGN.md §7); None with --use-crop 0 (full frames)."""
-    if not cfg.use_crop:
-        return None
-    return ClipTransform(crop_size(cfg, preset), scales=preset.train_scales, ignore_index=preset.ignore_index)
-
-
-def build_train_loaders(cfg: Config, preset: DatasetPreset, distances: list[int],
-                        device: torch.device) -> dict[int, DataLoader]:
-    """One shuffled loader per distance; per-process batch = --batch-size // world size."""
-    batch = max(1, cfg.batch_size // dist.world_size())
-    loaders = {}
-    for k in distances:
-        ds = build_dataset(preset, "train", k, root=data_root(cfg, preset), transform=train_transform(cfg, preset),
-                           dense=cfg.dense_labels)
-        sampler = (DistributedSampler(ds, shuffle=True, seed=max(cfg.seed, 0)) if dist.is_dist()
-                   else RandomSampler(ds))
-        loaders[k] = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=cfg.num_worker,
-                                pin_memory=device.type == "cuda", drop_last=False)
-    return loaders
-
-
-def set_sampler_epoch(loaders: dict[int, DataLoader], epoch: int) -> None:
-    for loader in loaders.values():
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
-
-
-def loader_limit(cfg: Config, length: int) -> int:
-    return min(length, EARLY_STOP_ITERS) if cfg.early_stop else length
-
-
-def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
-    """DDP (+ SyncBatchNorm on GPU) around one trained module; unwrapped if not distributed or frozen
-    (then rank 0's weights are copied to all ranks, e.g. a random frozen flow net with --seed -1)."""
-    if not dist.is_dist() or not any(p.requires_grad for p in module.parameters()):
-        for tensor in module.state_dict().values() if dist.is_dist() else ():
-            buf = tensor.detach().clone().to(dist._comm_device())
-            torch.distributed.broadcast(buf, src=0)
-            tensor.copy_(buf)
-        return module
-    if device.type == "cuda":
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    # Buffers (BN statistics) follow rank 0 at every forward (DDP's default): needed on CPU, where the
-    # statistics are per rank, and harmless with SyncBatchNorm.
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def run_header(cfg: Config, what: str) -> str:
-    return (f"{what}: {cfg.dataset} | {cfg.segnet} + {cfg.optical_flow_network} flow | world size "
-            f"{dist.world_size()} | batch {cfg.batch_size} (global) | run folder {run_dir(cfg)}")
-
-
-# --- propagation training -------------------------------------------------------------------------------
-def set_trainable(model: GSVNet, cfg: Config) -> None:
-    model.segnet.requires_grad_(False)
-    model.flow_net.requires_grad_(cfg.train_optical_flow)
-    model.gsv.ideal_dk.requires_grad_(False)  # fixed shift kernels (official --train-filter 0)
-
-
-def set_train_mode(model: GSVNet, cfg: Config) -> None:
-    """Train mode, except: frozen keyframe net; frozen flow net; --freeze-bn keeps the trained modules'
-    BN statistics (they contain no dropout, so eval mode is exactly "frozen BN")."""
-    model.train()
-    if not cfg.train_optical_flow or cfg.freeze_bn:
-        model.flow_net.eval()
-    if cfg.freeze_bn:
-        model.gsv.eval()
 
 
 def build_optimizer(model: GSVNet, cfg: Config) -> torch.optim.Optimizer:
@@ -189,13 +107,6 @@ def restore_training_state(parts: dict | None, path: Path | None, ctx: TrainCont
     return TrainState(epoch=parts["epoch"], best_pred=best, step=int(raw.get("step", 0)))
 
 
-def batch_schedule(lengths: dict[int, int], epoch: int, seed: int) -> list[int]:
-    """The distance of every batch of an epoch, shuffled; identical on all ranks (same seed and lengths)."""
-    order = [k for k, n in sorted(lengths.items()) for _ in range(n)]
-    gen = torch.Generator().manual_seed(max(seed, 0) * 100003 + epoch)
-    return [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
-
-
 def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tuple:
     """(keyframe logits or None, distillation teacher or None) from the frozen keyframe net, cached
     per clip with --cache-keyframes 1."""
@@ -205,7 +116,7 @@ def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tupl
             return None, model.segnet_logits(frames[:, -1], cfg.key_scale) if cfg.distil else None
         key_ids, last_ids = clip_keys(batch["name"], frames.shape[1] - 1)
         raw = ctx.cache.get(key_ids, frames[:, 0], lambda x: model.segnet_logits(x, cfg.key_scale))
-        key = F.interpolate(raw, size=lowres_size(*frames.shape[-2:]), mode="bilinear", align_corners=True)
+        key = resize(raw, lowres_size(*frames.shape[-2:]))
         teacher = (ctx.cache.get(last_ids, frames[:, -1], lambda x: model.segnet_logits(x, cfg.key_scale))
                    if cfg.distil else None)
     return key, teacher
@@ -229,11 +140,6 @@ def train_step(ctx: TrainContext, batch: dict, where: str) -> tuple[dict[str, fl
     ctx.scaler.update()
     ctx.scheduler.step()
     return parts, logits.detach()
-
-
-def next_batch(iterator, what: str) -> dict:
-    with dist.fail_together(what):  # a rank whose data fails stops the others instead of hanging them
-        return next(iterator)
 
 
 def log_predictions(ctx: TrainContext, batch: dict, logits: torch.Tensor, step: int, count: int = 2) -> None:
@@ -350,49 +256,3 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
                        class_weight_tensor(cfg, preset, device), loaders, logger,
                        KeyframeCache() if cfg.cache_keyframes else None)
     return ctx, restore_training_state(parts, resume, ctx), resume
-
-
-def train(cfg: Config, device: torch.device) -> int:
-    ctx, state, resume = build_context(cfg, device)
-    if dist.is_main():
-        write_config(cfg, run_dir(cfg), world_size=dist.world_size(), resumed_from=str(resume) if resume else None)
-        print(run_header(cfg, "propagation training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
-    if cfg.pretrain_flow != "none":
-        from engine.flow_pretrain import maybe_pretrain_flow
-        maybe_pretrain_flow(ctx, resume)
-    for epoch in range(state.epoch, cfg.epoch):
-        set_sampler_epoch(ctx.loaders, epoch)
-        stats = train_one_epoch(ctx, epoch, state)
-        ctx.logger.scalars(stats, state.step, epoch=epoch, event="epoch")
-        evaluate = (epoch + 1) % max(cfg.eval_interval, 1) == 0 or epoch + 1 == cfg.epoch
-        current = evaluate_epoch(ctx, epoch, state) if evaluate else None
-        # the first evaluation always yields a model_best, even if its score is undefined
-        is_best = evaluate and (state.best_pred is None or (current is not None and current > state.best_pred))
-        state.best_pred = current if is_best and current is not None else state.best_pred
-        state.epoch = epoch + 1
-        with dist.fail_together("saving the checkpoint"):
-            save_checkpoints(ctx, state, current, is_best)
-    ctx.logger.close()
-    if dist.is_main():
-        print(f"done after epoch {state.epoch} of {cfg.epoch}: {run_dir(cfg) / 'checkpoint.pth.tar'} "
-              f"(best avg mIoU {state.best_pred})")
-    return 0
-
-
-def run_job(cfg: Config, job) -> int:
-    """Run ``job(cfg, device)`` as a (possibly distributed) process: exit code 1 with a one-line error for
-    user errors (missing dataset/weights file, a checkpoint that does not fit, a non-finite loss)."""
-    info = dist.init_distributed(str(resolve_device(cfg.device)), cfg.local_rank)
-    try:
-        return job(cfg, info.device)
-    except (*USER_ERRORS, NonFiniteLossError) as err:
-        prefix = f"[rank {info.rank}] " if info.enabled else ""
-        print(f"{prefix}error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        dist.cleanup()
-
-
-def run_training(cfg: Config) -> int:
-    """Default mode: train the flow net + GSV. Returns the exit code (see run_job)."""
-    return run_job(cfg, train)

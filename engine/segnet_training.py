@@ -12,7 +12,7 @@ system can be trained from scratch: first this stage, then propagation training 
   iteration; SGD (Nesterov, --weight-decay) only if the config has ``segnet_optim = "sgd"``.
 - Loss: CE at label resolution (+ CE of BiSeNet's two auxiliary heads), optional class weights.
 - Validation every epoch: keyframe-only mIoU (distance 0) at ``--key-scale`` with the evaluation
-  protocol of ``engine.evaluator`` (logits through the 1/8 grid, as GSVNet uses them).
+  protocol of ``engine.evaluation`` (logits through the 1/8 grid, as GSVNet uses them).
 - Files in the run folder: the weights in the OFFICIAL format of the net (SwiftNet: raw state_dict
   ``segnet.pt``; BiSeNet: ``{'state_dict': sd}`` ``segnet.pth``), the best epoch's as
   ``segnet_best.*``, and the resumable ``segnet_checkpoint.pth.tar`` (``--resume 1``).
@@ -27,24 +27,33 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config.config import Config, to_dict
-from config.presets import DatasetPreset
+from config.dataset_preset import DatasetPreset
 from engine import distributed as dist
-from engine.common import preset_of, run_dir, seed_everything, summary_dir, write_config
-from engine.evaluator import eval_datasets, evaluate_model
+from engine.runs import preset_of, run_dir, summary_dir
+from utils.seed import seed_everything
+from engine.evaluation import eval_datasets
 from engine.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss,
                            stop_if_non_finite)
-from engine.trainer import (TrainState, build_train_loaders, loader_limit, next_batch, run_header, run_job,
-                            set_sampler_epoch, wrap_ddp)
+from engine.training import TrainState, build_train_loaders, loader_limit, next_batch, wrap_ddp
 from models.checkpoints import load_strict, segnet_state_dict
 from models.gsvnet import GSVNet
 from utils.checkpoint import load_file, save_atomic
 from utils.logging import RunLogger
 from utils.metrics import confusion_matrix, miou
 
+
 SEGNET_FORMAT = "gsvnet-repro-segnet/1"
+
+
 POLY_POWER = 0.9
+
+
 ADAM_WEIGHT_DECAY = 1e-4
+
+
 WEIGHT_FILES = {"swiftnet": "segnet.pt", "bisenet": "segnet.pth"}  # official extensions
+
+
 CHECKPOINT = "segnet_checkpoint.pth.tar"
 
 
@@ -186,38 +195,3 @@ def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetConte
     state = restore(ctx, path)  # before DDP: its constructor broadcasts rank 0's (restored) weights
     ctx.train_net = wrap_ddp(model.segnet, device)
     return ctx, state
-
-
-def train_segnet(cfg: Config, device: torch.device) -> int:
-    ctx, state = build_segnet_context(cfg, device)
-    folder = run_dir(cfg)
-    if dist.is_main():
-        write_config(cfg, folder, stage="train_segnet", world_size=dist.world_size())
-        print(run_header(cfg, "keyframe-net training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
-    for epoch in range(state.epoch, cfg.epoch):
-        set_sampler_epoch({0: ctx.loader}, epoch)
-        stats = train_segnet_one_epoch(ctx, epoch, state)
-        metrics = evaluate_model(ctx.model, cfg, ctx.preset, device, distances=[0], key_scale=cfg.key_scale,
-                                 fusion="copy", progress=True)
-        current = metrics["per_distance"]["0"]["miou"]
-        ctx.logger.scalars({**stats, "segnet/val_miou": current}, state.step, epoch=epoch, event="epoch")
-        is_best = state.best_pred is None or (current is not None and current > state.best_pred)
-        state.best_pred = current if is_best and current is not None else state.best_pred
-        state.epoch = epoch + 1
-        if dist.is_main():
-            print(f"epoch {epoch}: train loss {stats['segnet/train_loss']:.3f} | val mIoU (k=0, scale "
-                  f"{cfg.key_scale}) {'-' if current is None else f'{current:.2f}'}")
-        with dist.fail_together("saving the keyframe-net weights"):
-            save_segnet(ctx, state, current, is_best)
-    ctx.logger.close()
-    if dist.is_main():
-        best = folder / WEIGHT_FILES[cfg.segnet].replace("segnet", "segnet_best")
-        print(f"keyframe-net weights (official {cfg.segnet} format): {folder / WEIGHT_FILES[cfg.segnet]}\n"
-              f"best epoch (val mIoU {state.best_pred}): {best}\n"
-              f"next: python main.py --segnet {cfg.segnet} --dataset {cfg.dataset} --segnet-weights {best} ...")
-    return 0
-
-
-def run_segnet_training(cfg: Config) -> int:
-    """``--train-segnet 1``. Returns the exit code (1 with a one-line error for user errors)."""
-    return run_job(cfg, train_segnet)

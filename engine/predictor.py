@@ -1,0 +1,132 @@
+"""Streaming inference: ``VideoPredictor`` (DESIGN.md §5), one frame at a time.
+
+    p = VideoPredictor.from_checkpoints(segnet="swiftnet", flow="light", num_classes=19,
+                                        segnet_weights=..., checkpoint=..., key_interval=3)
+    out = p.step(frame)      # np.uint8 H×W×3 RGB
+    out.logits, out.labels, out.is_keyframe
+
+Every ``key_interval``-th frame (and the first frame, and any frame whose size differs from the
+previous one) goes through the keyframe net; the others are propagated at 1/8 scale. The previous
+frame's 1/8 image is kept, never recomputed.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.checkpoints import (gsv_has_intra, gsv_num_classes, guess_flow_name, gsvnet_parts, load_flow_weights,
+                                load_strict, segnet_state_dict)
+from models.bn_fold import fold_batchnorm
+from models.gsvnet import GSVNet
+from models.labels import logits_to_labels
+
+
+@dataclass
+class StepOutput:
+    """One frame's prediction. ``labels`` (np.uint8 H×W train ids) is computed when first accessed."""
+
+    logits: Tensor            # 1×C×(H//8)×(W//8), on the predictor's device
+    is_keyframe: bool
+    frame_size: tuple[int, int]
+    _labels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            self._labels = logits_to_labels(self.logits, self.frame_size)[0].cpu().numpy()
+        return self._labels
+
+
+class VideoPredictor:
+    """Keyframe → propagate streaming predictor around a :class:`GSVNet`."""
+
+    def __init__(self, model: GSVNet, key_interval: int = 3, key_scale: float = 0.75,
+                 device: str | torch.device = "cpu", fusion: str = "gsv", fold_bn: bool = True):
+        """fold_bn: run a copy of ``model`` with BatchNorm folded into the convolutions (same outputs up
+        to float rounding, faster); False runs ``model`` itself (moved to ``device``, eval mode)."""
+        if key_interval < 1:
+            raise ValueError(f"key_interval must be >= 1, got {key_interval}")
+        self.device = torch.device(device)
+        model = model.to(self.device)
+        if fold_bn:
+            model, _ = fold_batchnorm(model)
+        self.model = model.eval().to_channels_last()
+        self.key_interval, self.key_scale, self.fusion = key_interval, key_scale, fusion
+        self.reset()
+
+    @classmethod
+    def from_checkpoints(cls, segnet: str = "swiftnet", flow: str = "light", num_classes: int = 19,
+                         segnet_weights: str | None = None, checkpoint: str | None = None,
+                         key_interval: int = 3, key_scale: float = 0.75, device: str = "cpu",
+                         flow_weights: str | None = None, fusion: str = "gsv",
+                         fold_bn: bool = True) -> "VideoPredictor":
+        """Build from an official or our keyframe-net file and an official or our GSVNet checkpoint.
+
+        None for ``segnet_weights``/``checkpoint`` leaves that part randomly initialised (with a warning).
+        """
+        parts = gsvnet_parts(checkpoint) if checkpoint else None
+        intra = True
+        if parts is not None:
+            found = gsv_num_classes(parts["gsv"])
+            if found != num_classes:
+                raise ValueError(f"{checkpoint}: the GSV module was trained for {found} classes, "
+                                 f"but num_classes={num_classes}")
+            intra = gsv_has_intra(parts["gsv"])
+            if parts["flow"] is not None and guess_flow_name(parts["flow"]) != flow:
+                raise ValueError(f"{checkpoint}: holds a '{guess_flow_name(parts['flow'])}' flow net, "
+                                 f"but flow={flow!r}")
+        model = GSVNet.build(segnet, flow, num_classes, intra=intra)
+        if segnet_weights:
+            load_strict(model.segnet, segnet_state_dict(segnet_weights), segnet, segnet_weights)
+        elif parts is not None and parts["segnet"] is not None:
+            load_strict(model.segnet, parts["segnet"], segnet, checkpoint)
+        else:
+            warnings.warn("VideoPredictor: no keyframe-net weights given; using a random initialisation")
+        if flow_weights:
+            load_flow_weights(model.flow_net, flow_weights)
+        if parts is not None:
+            load_strict(model.gsv, parts["gsv"], "GSV (grm.*)", checkpoint)
+            if parts["flow"] is not None:
+                load_strict(model.flow_net, parts["flow"], f"{flow} flow net (state_dict_of)", checkpoint)
+            elif not flow_weights:
+                warnings.warn(f"{checkpoint}: no flow weights (state_dict_of); flow net is random")
+        else:
+            warnings.warn("VideoPredictor: no GSVNet checkpoint given; flow net and GSV are random")
+        return cls(model, key_interval=key_interval, key_scale=key_scale, device=device, fusion=fusion,
+                   fold_bn=fold_bn)
+
+    def reset(self) -> None:
+        """Forget the previous frame: the next step() is a keyframe."""
+        self._index = 0
+        self._prev_logits: Tensor | None = None
+        self._prev_lr: Tensor | None = None
+        self._size: tuple[int, int] | None = None
+
+    def _to_tensor(self, frame: np.ndarray) -> Tensor:
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"step() expects an RGB np.ndarray H×W×3, got "
+                             f"{getattr(frame, 'shape', type(frame))}")
+        if frame.dtype != np.uint8:
+            raise ValueError(f"step() expects dtype uint8, got {frame.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)
+        return t.permute(2, 0, 1).unsqueeze(0)  # 1×3×H×W uint8 view; only keyframes need all of it as float
+
+    @torch.inference_mode()
+    def step(self, frame: np.ndarray) -> StepOutput:
+        x = self._to_tensor(frame)
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        is_key = self._prev_logits is None or size != self._size or self._index % self.key_interval == 0
+        if is_key:
+            self._index = 0
+            logits = self.model.keyframe(x.float(), self.key_scale)
+            lowres = self.model.lowres_bgr(x)
+        else:
+            lowres = self.model.lowres_bgr(x)
+            logits = self.model.propagate(self._prev_logits, self._prev_lr, lowres, self.fusion)
+        self._prev_logits, self._prev_lr, self._size = logits, lowres, size
+        self._index += 1
+        return StepOutput(logits=logits, is_keyframe=is_key, frame_size=size)

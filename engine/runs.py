@@ -1,0 +1,85 @@
+"""Where a run lives and what it reads: dataset root, run folders, resume and weight-file look-ups.
+
+Run layout (docs/conventions.md):
+    logs/run/{dataset}/{segnet}_{checkname}/          config.json, log.jsonl, checkpoint.pth.tar,
+                                                       model_best.pth.tar, eval_<name>/metrics.json
+    logs/summary/{dataset}/{segnet}_{checkname}/<time>/  TensorBoard
+    logs/pred_img_res/{dataset}/{segnet}_{checkname}/{ResFolderName}/   saved predictions
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from config.config import Config, to_dict
+from config.dataset_preset import DatasetPreset
+from config.presets import get_preset
+from utils.logging import git_commit, write_json
+
+REPO = Path(__file__).resolve().parent.parent
+# Official file names under weights/ (weights/README.md says where they come from).
+SEGNET_FILES = {"swiftnet": "cityscapes-swnet-R18.pt", "bisenet": "cityscapes-bisenet-R18.pth"}
+GSVNET_FILES = {"swiftnet": "gsvnet_swnet_r18.tar", "bisenet": "gsvnet_bisenet_r18.tar"}
+FLOWNET_FILE = "flownet.pth.tar"
+
+
+
+def preset_of(cfg: Config) -> DatasetPreset:
+    return get_preset(cfg.dataset)
+
+
+def data_root(cfg: Config, preset: DatasetPreset) -> str:
+    return cfg.data_path or preset.data_path
+
+
+def crop_size(cfg: Config, preset: DatasetPreset) -> tuple[int, int]:
+    """--crop-height/width, or 3/4 of the dataset's frame size (the paper: patches of 3/4 of the input)."""
+    h, w = preset.frame_size
+    return (cfg.crop_height or h * 3 // 4, cfg.crop_width or w * 3 // 4)
+
+
+def run_name(cfg: Config) -> str:
+    return f"{cfg.segnet}_{cfg.checkname}"
+
+
+def run_dir(cfg: Config) -> Path:
+    return Path(cfg.log_folder) / "run" / cfg.dataset / run_name(cfg)
+
+
+def summary_dir(cfg: Config) -> Path:
+    return Path(cfg.log_folder) / "summary" / cfg.dataset / run_name(cfg) / time.strftime("%Y%m%d_%H%M%S")
+
+
+def pred_dir(cfg: Config, folder: str) -> Path:
+    return Path(cfg.log_folder) / "pred_img_res" / cfg.dataset / run_name(cfg) / folder
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d_%H%M%S")
+
+
+def write_config(cfg: Config, folder: Path, **extra) -> Path:
+    """The resolved config + git commit as JSON in ``folder`` (atomic)."""
+    path = Path(folder) / "config.json"
+    write_json(path, {**to_dict(cfg), "git_commit": git_commit(str(REPO)), **extra})
+    return path
+
+
+def segnet_weights_path(cfg: Config) -> Path:
+    return Path(cfg.segnet_weights) if cfg.segnet_weights else REPO / "weights" / SEGNET_FILES[cfg.segnet]
+
+
+def resolve_resume(cfg: Config) -> Path | None:
+    """--resume 0: None. 1: the run's checkpoint.pth.tar, else weights/gsvnet_<net>_r18.tar. PATH: that file."""
+    if cfg.resume in ("0", "", "false", "False"):
+        return None
+    if cfg.resume in ("1", "true", "True"):
+        for candidate in (run_dir(cfg) / "checkpoint.pth.tar", REPO / "weights" / GSVNET_FILES[cfg.segnet]):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"--resume 1: neither {run_dir(cfg) / 'checkpoint.pth.tar'} nor "
+                                f"{REPO / 'weights' / GSVNET_FILES[cfg.segnet]} exists")
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {cfg.resume}: no such checkpoint file")
+    return path

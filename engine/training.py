@@ -1,0 +1,115 @@
+"""Training-loop pieces shared by propagation training, keyframe-net training and flow pre-training.
+
+Short top-level functions, no trainer class: the loaders (one per clip distance, a DistributedSampler
+when launched distributed), the shared batch schedule, DDP wrapping, the train/eval mode of a GSVNet
+under training, and fetching a batch so that a failing rank stops the others.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from config.config import Config
+from config.dataset_preset import DatasetPreset
+from dataset.build import build_dataset
+from dataset.transforms import ClipTransform
+from engine import distributed as dist
+from engine.runs import crop_size, data_root, run_dir
+from models.gsvnet import GSVNet
+
+EARLY_STOP_ITERS = 5  # --early-stop: batches per loader (as officially)
+LOG_EVERY = 10  # iterations between log.jsonl / TensorBoard records
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # next epoch to run
+    best_pred: float | None = None  # best avg mIoU (percent) so far
+    step: int = 0  # optimizer steps so far
+
+
+# --- shared with the keyframe-net trainer -------------------------------------------------------------
+def train_transform(cfg: Config, preset: DatasetPreset) -> ClipTransform | None:
+    """One random scale/crop/flip per clip (DESIGN.md §7); None with --use-crop 0 (full frames)."""
+    if not cfg.use_crop:
+        return None
+    return ClipTransform(crop_size(cfg, preset), scales=preset.train_scales, ignore_index=preset.ignore_index)
+
+
+def build_train_loaders(cfg: Config, preset: DatasetPreset, distances: list[int],
+                        device: torch.device) -> dict[int, DataLoader]:
+    """One shuffled loader per distance; per-process batch = --batch-size // world size."""
+    batch = max(1, cfg.batch_size // dist.world_size())
+    loaders = {}
+    for k in distances:
+        ds = build_dataset(preset, "train", k, root=data_root(cfg, preset), transform=train_transform(cfg, preset),
+                           dense=cfg.dense_labels)
+        sampler = (DistributedSampler(ds, shuffle=True, seed=max(cfg.seed, 0)) if dist.is_dist()
+                   else RandomSampler(ds))
+        loaders[k] = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=cfg.num_worker,
+                                pin_memory=device.type == "cuda", drop_last=False)
+    return loaders
+
+
+def set_sampler_epoch(loaders: dict[int, DataLoader], epoch: int) -> None:
+    for loader in loaders.values():
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+
+
+def loader_limit(cfg: Config, length: int) -> int:
+    return min(length, EARLY_STOP_ITERS) if cfg.early_stop else length
+
+
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """DDP (+ SyncBatchNorm on GPU) around one trained module; unwrapped if not distributed or frozen
+    (then rank 0's weights are copied to all ranks, e.g. a random frozen flow net with --seed -1)."""
+    if not dist.is_dist() or not any(p.requires_grad for p in module.parameters()):
+        for tensor in module.state_dict().values() if dist.is_dist() else ():
+            buf = tensor.detach().clone().to(dist._comm_device())
+            torch.distributed.broadcast(buf, src=0)
+            tensor.copy_(buf)
+        return module
+    if device.type == "cuda":
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    # Buffers (BN statistics) follow rank 0 at every forward (DDP's default): needed on CPU, where the
+    # statistics are per rank, and harmless with SyncBatchNorm.
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def run_header(cfg: Config, what: str) -> str:
+    return (f"{what}: {cfg.dataset} | {cfg.segnet} + {cfg.optical_flow_network} flow | world size "
+            f"{dist.world_size()} | batch {cfg.batch_size} (global) | run folder {run_dir(cfg)}")
+
+
+def next_batch(iterator, what: str) -> dict:
+    with dist.fail_together(what):  # a rank whose data fails stops the others instead of hanging them
+        return next(iterator)
+
+
+def batch_schedule(lengths: dict[int, int], epoch: int, seed: int) -> list[int]:
+    """The distance of every batch of an epoch, shuffled; identical on all ranks (same seed and lengths)."""
+    order = [k for k, n in sorted(lengths.items()) for _ in range(n)]
+    gen = torch.Generator().manual_seed(max(seed, 0) * 100003 + epoch)
+    return [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
+
+
+# --- propagation training -------------------------------------------------------------------------------
+def set_trainable(model: GSVNet, cfg: Config) -> None:
+    model.segnet.requires_grad_(False)
+    model.flow_net.requires_grad_(cfg.train_optical_flow)
+    model.gsv.ideal_dk.requires_grad_(False)  # fixed shift kernels (official --train-filter 0)
+
+
+def set_train_mode(model: GSVNet, cfg: Config) -> None:
+    """Train mode, except: frozen keyframe net; frozen flow net; --freeze-bn keeps the trained modules'
+    BN statistics (they contain no dropout, so eval mode is exactly "frozen BN")."""
+    model.train()
+    if not cfg.train_optical_flow or cfg.freeze_bn:
+        model.flow_net.eval()
+    if cfg.freeze_bn:
+        model.gsv.eval()

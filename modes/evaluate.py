@@ -1,0 +1,91 @@
+"""``--evaluate 1``: avg/min mIoU per keyframe interval (engine/evaluation.py), printed and written as
+metrics.json + config.json into logs/run/{dataset}/{segnet}_{checkname}/eval_{name}/."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from config.config import Config
+from engine import distributed as dist
+from engine.evaluation import eval_datasets, eval_distances, evaluate_model
+from engine.model_builder import build_model
+from engine.runs import pred_dir, preset_of, resolve_resume, run_dir, write_config
+from engine.save_results import commit_staged, discard_staged, staging_dir
+from modes.job import run_job
+from utils.logging import write_json
+from utils.metrics import format_table
+
+# --- the --evaluate 1 command ----------------------------------------------------------------------
+RANDOM_WARNING = """
+************************************************************************************************
+WARNING: no --resume given: the flow net and the GSV module are RANDOMLY INITIALISED.
+The propagated distances (k >= 1) measure random weights, not GSVNet. Pass --resume 1 (this run's
+checkpoint or weights/gsvnet_<net>_r18.tar) or --resume PATH. (--fusion copy and --keyframe-only 1
+need no checkpoint.)
+************************************************************************************************
+"""
+
+
+def _shared_timestamp() -> str:
+    """Rank 0's time stamp on every rank, so all ranks agree on folder names."""
+    now = torch.tensor([int(time.time()) if dist.is_main() else 0], dtype=torch.int64)
+    dist.all_reduce_sum(now)
+    return time.strftime("%Y%m%d_%H%M%S", time.localtime(int(now.item())))
+
+
+def _describe(cfg: Config, metrics: dict, resume: Path | None) -> str:
+    samples = ", ".join(f"k={k}: {n}" for k, n in metrics["num_samples"].items())
+    mode = "keyframe net only" if cfg.keyframe_only else f"fusion={metrics['fusion']}"
+    return (f"{cfg.dataset} {metrics['split']} | {cfg.segnet} + {cfg.optical_flow_network} flow | {mode} | "
+            f"key scale {metrics['key_scale']} | checkpoint: {resume or 'none'}\nsamples: {samples}")
+
+
+def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
+    preset = preset_of(cfg)
+    distances = eval_distances(cfg)
+    eval_datasets(cfg, preset, distances)  # a missing dataset fails here, before the model loads
+    resume = resolve_resume(cfg)
+    if resume is None and not cfg.keyframe_only and cfg.fusion != "copy" and dist.is_main():
+        print(RANDOM_WARNING, file=sys.stderr, flush=True)
+    model, _ = build_model(cfg, preset, device, resume=resume)
+    name = cfg.ResFolderName or _shared_timestamp()
+    saving = cfg.save_res or cfg.save_seq_res
+    final_pred, staging = pred_dir(cfg, name), staging_dir(pred_dir(cfg, name))
+    if saving and dist.is_main():
+        discard_staged(staging)  # leftovers of a crashed run
+        staging.mkdir(parents=True)
+    dist.barrier()
+    try:
+        metrics = evaluate_model(model, cfg, preset, device, distances=distances, key_scale=cfg.eval_scale,
+                                 fusion="copy" if cfg.keyframe_only else cfg.fusion,
+                                 save_dir=staging if saving else None, progress=True)
+        metrics["keyframe_only"] = bool(cfg.keyframe_only)
+        dist.barrier()  # every rank's predictions are on disk
+    except BaseException:
+        if saving and dist.is_main():
+            discard_staged(staging)
+        raise
+    if not dist.is_main():
+        return 0
+    eval_dir = run_dir(cfg) / f"eval_{name}"
+    write_config(cfg, eval_dir, checkpoint=str(resume) if resume else None, distances=distances,
+                 world_size=dist.world_size())
+    write_json(eval_dir / "metrics.json", metrics)
+    if saving:
+        commit_staged(staging, final_pred)
+    print(_describe(cfg, metrics, resume))
+    print(format_table(metrics, per_class=True))
+    print(f"wrote {eval_dir / 'metrics.json'} and config.json")
+    if saving:
+        print(f"wrote predictions to {final_pred}/k<k>/ (+ color/" + (", seq/" if cfg.save_seq_res else "") + ")")
+    return 0
+
+
+def run_evaluation(cfg: Config) -> int:
+    """``--evaluate 1``: evaluate once, print the table, write metrics.json + config.json into
+    logs/run/{dataset}/{segnet}_{checkname}/eval_{ResFolderName or time stamp}/. Returns the exit code:
+    0, or 1 with a one-line error naming the problem (missing dataset/checkpoint, corrupt file)."""
+    return run_job(cfg, _evaluate_and_publish)

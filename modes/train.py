@@ -1,0 +1,42 @@
+"""Default mode: train the flow net + GSV (engine/propagation_training.py), one or many processes."""
+from __future__ import annotations
+
+import torch
+
+from config.config import Config
+from engine import distributed as dist
+from engine.propagation_training import build_context, evaluate_epoch, save_checkpoints, train_one_epoch
+from engine.flow_pretrain import maybe_pretrain_flow
+from engine.runs import run_dir, write_config
+from engine.training import run_header, set_sampler_epoch
+from modes.job import run_job
+
+def train(cfg: Config, device: torch.device) -> int:
+    ctx, state, resume = build_context(cfg, device)
+    if dist.is_main():
+        write_config(cfg, run_dir(cfg), world_size=dist.world_size(), resumed_from=str(resume) if resume else None)
+        print(run_header(cfg, "propagation training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
+    if cfg.pretrain_flow != "none":
+        maybe_pretrain_flow(ctx, resume)
+    for epoch in range(state.epoch, cfg.epoch):
+        set_sampler_epoch(ctx.loaders, epoch)
+        stats = train_one_epoch(ctx, epoch, state)
+        ctx.logger.scalars(stats, state.step, epoch=epoch, event="epoch")
+        evaluate = (epoch + 1) % max(cfg.eval_interval, 1) == 0 or epoch + 1 == cfg.epoch
+        current = evaluate_epoch(ctx, epoch, state) if evaluate else None
+        # the first evaluation always yields a model_best, even if its score is undefined
+        is_best = evaluate and (state.best_pred is None or (current is not None and current > state.best_pred))
+        state.best_pred = current if is_best and current is not None else state.best_pred
+        state.epoch = epoch + 1
+        with dist.fail_together("saving the checkpoint"):
+            save_checkpoints(ctx, state, current, is_best)
+    ctx.logger.close()
+    if dist.is_main():
+        print(f"done after epoch {state.epoch} of {cfg.epoch}: {run_dir(cfg) / 'checkpoint.pth.tar'} "
+              f"(best avg mIoU {state.best_pred})")
+    return 0
+
+
+def run_training(cfg: Config) -> int:
+    """Default mode: train the flow net + GSV. Returns the exit code (see run_job)."""
+    return run_job(cfg, train)

@@ -1,0 +1,46 @@
+"""``--train-segnet 1``: train the keyframe net (engine/segnet_training.py), one or many processes."""
+from __future__ import annotations
+
+import torch
+
+from config.config import Config
+from engine import distributed as dist
+from engine.evaluation import evaluate_model
+from engine.runs import run_dir, write_config
+from engine.segnet_training import WEIGHT_FILES, build_segnet_context, save_segnet, train_segnet_one_epoch
+from engine.training import run_header, set_sampler_epoch
+from modes.job import run_job
+
+def train_segnet(cfg: Config, device: torch.device) -> int:
+    ctx, state = build_segnet_context(cfg, device)
+    folder = run_dir(cfg)
+    if dist.is_main():
+        write_config(cfg, folder, stage="train_segnet", world_size=dist.world_size())
+        print(run_header(cfg, "keyframe-net training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
+    for epoch in range(state.epoch, cfg.epoch):
+        set_sampler_epoch({0: ctx.loader}, epoch)
+        stats = train_segnet_one_epoch(ctx, epoch, state)
+        metrics = evaluate_model(ctx.model, cfg, ctx.preset, device, distances=[0], key_scale=cfg.key_scale,
+                                 fusion="copy", progress=True)
+        current = metrics["per_distance"]["0"]["miou"]
+        ctx.logger.scalars({**stats, "segnet/val_miou": current}, state.step, epoch=epoch, event="epoch")
+        is_best = state.best_pred is None or (current is not None and current > state.best_pred)
+        state.best_pred = current if is_best and current is not None else state.best_pred
+        state.epoch = epoch + 1
+        if dist.is_main():
+            print(f"epoch {epoch}: train loss {stats['segnet/train_loss']:.3f} | val mIoU (k=0, scale "
+                  f"{cfg.key_scale}) {'-' if current is None else f'{current:.2f}'}")
+        with dist.fail_together("saving the keyframe-net weights"):
+            save_segnet(ctx, state, current, is_best)
+    ctx.logger.close()
+    if dist.is_main():
+        best = folder / WEIGHT_FILES[cfg.segnet].replace("segnet", "segnet_best")
+        print(f"keyframe-net weights (official {cfg.segnet} format): {folder / WEIGHT_FILES[cfg.segnet]}\n"
+              f"best epoch (val mIoU {state.best_pred}): {best}\n"
+              f"next: python main.py --segnet {cfg.segnet} --dataset {cfg.dataset} --segnet-weights {best} ...")
+    return 0
+
+
+def run_segnet_training(cfg: Config) -> int:
+    """``--train-segnet 1``. Returns the exit code (1 with a one-line error for user errors)."""
+    return run_job(cfg, train_segnet)
