@@ -46,32 +46,86 @@ def _labels_np(labels) -> np.ndarray:
     return labels
 
 
+def _lut_index(labels) -> np.ndarray:
+    """Labels as uint8 indices into a 256-row table: 0..254 unchanged, everything outside 0..255
+    becomes 255 (the ignore id). uint8 input is returned as is (no copy)."""
+    labels = _labels_np(labels)
+    if labels.dtype == np.uint8:
+        return labels
+    if labels.size == 0 or (labels.min() >= 0 and labels.max() <= 255):
+        return labels.astype(np.uint8)  # the common case, e.g. int64 argmax maps
+    # Rare: out-of-range ids. Clip to -1..255, then the uint8 cast wraps -1 to 255 (numpy integer
+    # casts are modular). int64 first so that 255 fits int8 and huge uint64 ids become negative.
+    return np.clip(labels.astype(np.int64), -1, 255).astype(np.uint8)
+
+
+def color_table(palette: Sequence[Color], ignore_color: Color = (0, 0, 0)) -> np.ndarray:
+    """The 256×3 uint8 lookup table of ``colorize``: row i is palette[i] for i < len(palette), every
+    other row (the ignore id 255 included) is ``ignore_color``. At most 255 colours, so that 255
+    always stays the ignore id."""
+    colors = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    if len(colors) > 255:
+        raise ValueError(f"palette: at most 255 colours (id 255 is the ignore id), got {len(colors)}")
+    table = np.empty((256, 3), dtype=np.uint8)
+    table[:] = np.asarray(ignore_color, dtype=np.uint8)
+    table[:len(colors)] = colors
+    return table
+
+
 def colorize(labels, palette: Sequence[Color], ignore_color: Color = (0, 0, 0)) -> np.ndarray:
     """labels H×W int (numpy or torch) -> H×W×3 uint8 RGB. Ids outside [0, len(palette)) — the
-    ignore value 255 included — get ``ignore_color``."""
-    labels = _labels_np(labels)
-    colors = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    out = np.empty(labels.shape + (3,), dtype=np.uint8)
-    out[:] = np.asarray(ignore_color, dtype=np.uint8)
-    valid = (labels >= 0) & (labels < len(colors))
-    out[valid] = colors[labels[valid]]
-    return out
+    ignore value 255 and negative ids included — get ``ignore_color``.
+
+    One ``np.take`` of uint8 labels in ``color_table`` (1.5 ms at 1280×720 on a 2-core EPYC); other
+    integer dtypes cost a min/max and a uint8 cast more (0.3 ms), out-of-range ids a clip (~2 ms)."""
+    return np.take(color_table(palette, ignore_color), _lut_index(labels), axis=0)
 
 
-def overlay(frame_rgb: np.ndarray, labels, palette: Sequence[Color], alpha: float = 0.5) -> np.ndarray:
-    """Blend class colours over a frame: round((1 − alpha)·frame + alpha·colour), uint8 H×W×3.
-    Pixels with ids outside the palette (ignore) keep the frame unchanged."""
-    frame = np.asarray(frame_rgb)
-    labels = _labels_np(labels)
-    if frame.shape != labels.shape + (3,) or frame.dtype != np.uint8:
-        raise ValueError(f"frame_rgb: expected uint8 {labels.shape + (3,)} to match labels, "
+def _check_blend_inputs(frame: np.ndarray, shape: tuple[int, ...], alpha: float, what: str) -> None:
+    if frame.shape != shape or frame.dtype != np.uint8:
+        raise ValueError(f"frame_rgb: expected uint8 {shape} to match {what}, "
                          f"got {frame.dtype} {frame.shape}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: expected a value in [0, 1], got {alpha}")
-    blended = (1.0 - alpha) * frame + alpha * colorize(labels, palette).astype(np.float64)
-    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    ignored = (labels < 0) | (labels >= len(palette))
-    out[ignored] = frame[ignored]
+
+
+def overlay_colored(frame_rgb: np.ndarray, color_rgb: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a colour image over a frame at every pixel: (1 − alpha)·frame + alpha·colour, rounded
+    to nearest (ties to even), uint8 H×W×3. ``color_rgb`` is typically ``colorize(labels, ...)``
+    computed once and shared with the colour PNG; unlike ``overlay`` ignore pixels are blended too.
+
+    ``cv2.addWeighted`` (0.3 ms at 1280×720) computes in float32: it equals the float64
+    ``round((1 − alpha)·frame + alpha·colour)`` exactly for alpha 0, 0.25, 0.5, 0.75, 1 (checked on
+    all 256×256 value pairs) and differs by at most 1 elsewhere, only where the exact blend lies
+    within 2e-5 of a .5 tie (alpha 0.3, frame 0, colour 95: exactly 28.5; float64 gives 28, this 29)."""
+    frame, color = np.asarray(frame_rgb), np.asarray(color_rgb)
+    if color.dtype != np.uint8 or color.ndim != 3 or color.shape[2] != 3:
+        raise ValueError(f"color_rgb: expected uint8 H×W×3, got {color.dtype} {color.shape}")
+    _check_blend_inputs(frame, color.shape, alpha, "color_rgb")
+    if frame.size == 0:  # OpenCV returns None for empty images
+        return frame.copy()
+    return cv2.addWeighted(frame, 1.0 - alpha, color, alpha, 0.0)
+
+
+def overlay(frame_rgb: np.ndarray, labels, palette: Sequence[Color], alpha: float = 0.5,
+            color_rgb: np.ndarray | None = None) -> np.ndarray:
+    """Blend class colours over a frame: round((1 − alpha)·frame + alpha·colour), uint8 H×W×3.
+    Pixels with ids outside the palette (ignore) keep the frame unchanged.
+
+    ``color_rgb``: ``colorize(labels, palette)`` when the caller already has it (it is not
+    recomputed). Rounding as ``overlay_colored`` (exact for alpha 0.5). Cost at 1280×720: 0.3 ms
+    for the blend and the ignore check (+1.4 ms colorize when ``color_rgb`` is not given); maps
+    that hold ignore ids add a 0.05 ms mask."""
+    frame = np.asarray(frame_rgb)
+    index = _lut_index(labels)
+    _check_blend_inputs(frame, index.shape + (3,), alpha, "labels")
+    if color_rgb is None:
+        color_rgb = colorize(index, palette)
+    out = overlay_colored(frame, color_rgb, alpha)
+    num_colors = len(palette)
+    if index.size and int(index.max()) >= num_colors:
+        ignored = cv2.threshold(index, num_colors - 1, 255, cv2.THRESH_BINARY)[1]  # 255 where id ≥ n
+        cv2.copyTo(frame, ignored, out)
     return out
 
 
@@ -132,24 +186,55 @@ def hstack(images: Sequence[np.ndarray], captions: Sequence[str] | None = None,
     return grid(images, ncols=len(images), captions=captions, gap=gap)
 
 
-def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
-    """Write an RGB uint8 H×W×3 (or gray H×W) image as PNG; creates parent folders."""
+# PNG write cost per 1280×720 map (2-core EPYC, OpenCV 4.14, libpng 1.6), ms / kB:
+#   setting                                      colour map     label map
+#   OpenCV default (zlib 1, SUB filter, RLE)     6.1 / 190      2.6 / 86
+#   zlib 0, SUB filter                           5.7 / 2770     2.1 / 924
+#   zlib 1, SUB filter                           5.8 / 130      3.2 / 106
+#   zlib 3, SUB filter                           6.7 / 125      4.6 / 81
+#   zlib 1, libpng's adaptive filter choice      15.6 / 125     6.5 / 91
+#   zlib 9, SUB filter                           125 / 82       138 / 61
+# IMWRITE_PNG_COMPRESSION alone switches on the adaptive filter choice (2.5× slower), so a level is
+# always passed with the SUB filter.
+
+
+def _png_params(compression: int | None) -> list[int]:
+    if compression is None:
+        return []
+    if not 0 <= compression <= 9:
+        raise ValueError(f"compression: expected a zlib level 0–9 or None, got {compression}")
+    return [cv2.IMWRITE_PNG_COMPRESSION, int(compression),
+            cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
+
+
+def save_png(path: str | os.PathLike, rgb: np.ndarray, compression: int | None = None) -> Path:
+    """Write an RGB uint8 H×W×3 (or gray H×W) image as PNG; creates parent folders.
+
+    ``compression``: None (default) = OpenCV's speed preset (zlib level 1, SUB filter, run-length
+    matching), the fastest setting measured on label and colour maps (table above); 0–9 = that zlib
+    level with the SUB filter (0 stores raw, 15× larger; 9 is ~2× smaller but 20–50× slower).
+    Every setting is lossless."""
     path = Path(path)
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
         raise ValueError(f"{path}: expected a uint8 H×W×3 RGB or H×W image, got {rgb.dtype} {rgb.shape}")
+    params = _png_params(compression)
     path.parent.mkdir(parents=True, exist_ok=True)
-    bgr = rgb if rgb.ndim == 2 else np.ascontiguousarray(rgb[:, :, ::-1])
-    if not cv2.imwrite(str(path), bgr):
+    # cvtColor: 0.3 ms at 1280×720, against 3.5 ms for np.ascontiguousarray(rgb[:, :, ::-1])
+    bgr = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), bgr, params):
         raise RuntimeError(f"{path}: OpenCV could not write the image (check the extension and folder)")
     return path
 
 
-def save_label_png(path: str | os.PathLike, labels) -> Path:
+def save_label_png(path: str | os.PathLike, labels, compression: int | None = None) -> Path:
     """Write an H×W label map (values 0–255, e.g. train ids with 255 = ignore, or Cityscapes
-    labelIds) as a single-channel 8-bit PNG; creates parent folders."""
+    labelIds) as a single-channel 8-bit PNG; creates parent folders. ``compression`` as
+    ``save_png``."""
     labels = _labels_np(labels)
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"{path}: label values must lie in 0–255 for an 8-bit PNG, "
-                         f"got [{labels.min()}, {labels.max()}]")
-    return save_png(path, labels.astype(np.uint8))
+    if labels.dtype != np.uint8:
+        if labels.size and (labels.min() < 0 or labels.max() > 255):
+            raise ValueError(f"{path}: label values must lie in 0–255 for an 8-bit PNG, "
+                             f"got [{labels.min()}, {labels.max()}]")
+        labels = labels.astype(np.uint8)
+    return save_png(path, labels, compression)
