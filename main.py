@@ -18,6 +18,7 @@ from config.config import parse_args
 
 # mode -> (module, function); imported lazily so `--help` stays fast.
 _MODES = {
+    "benchmark_video": ("modes.bench_video", "run_video_benchmark"),
     "benchmark": ("modes.benchmark", "run_benchmark"),
     "inference": ("modes.infer", "run_inference"),
     "evaluate": ("modes.evaluate", "run_evaluation"),
@@ -28,7 +29,8 @@ _MODES = {
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    mode = next((m for m in ("benchmark", "inference", "evaluate", "train_segnet") if getattr(cfg, m)), "train")
+    mode = next((m for m in ("benchmark_video", "benchmark", "inference", "evaluate", "train_segnet")
+                 if getattr(cfg, m)), "train")
     module_name, func_name = _MODES[mode]
     from utils.allocator import keep_freed_memory  # process-wide allocator setting (CPU speed)
     keep_freed_memory()

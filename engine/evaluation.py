@@ -28,10 +28,14 @@ from models.labels import logits_to_labels
 from utils.metrics import confusion_matrix, summarize
 
 
-def eval_split(preset: DatasetPreset) -> str:
-    """Split scored by --evaluate: Cityscapes' val (its test labels are withheld); CamVid's test
-    split (the 232-frame video protocol the video-segmentation papers report)."""
-    return "test" if preset.kind == "camvid" else "val"
+def eval_split(preset: DatasetPreset, purpose: str = "evaluate") -> str:
+    """Split scored for ``purpose``: "evaluate" (--evaluate) scores Cityscapes' val (its test labels are
+    withheld) and CamVid's test split (the 232-frame video protocol the video-segmentation papers
+    report); "select" (validation during training, which picks model_best) always uses val, so the
+    test split never chooses the model it is reported on."""
+    if purpose not in ("evaluate", "select"):
+        raise ValueError(f"purpose must be 'evaluate' or 'select', got {purpose!r}")
+    return "test" if preset.kind == "camvid" and purpose == "evaluate" else "val"
 
 
 def eval_distances(cfg: Config) -> list[int]:
@@ -45,9 +49,11 @@ def eval_distances(cfg: Config) -> list[int]:
     return distances
 
 
-def eval_datasets(cfg: Config, preset: DatasetPreset, distances: list[int]) -> dict[int, Dataset]:
-    """One labelled clip dataset per distance, cut to --max-eval-samples (0 = all)."""
-    root, split = data_root(cfg, preset), eval_split(preset)
+def eval_datasets(cfg: Config, preset: DatasetPreset, distances: list[int],
+                  purpose: str = "evaluate") -> dict[int, Dataset]:
+    """One labelled clip dataset per distance of the split for ``purpose`` (see eval_split), cut to
+    --max-eval-samples (0 = all)."""
+    root, split = data_root(cfg, preset), eval_split(preset, purpose)
     out: dict[int, Dataset] = {}
     for k in distances:
         ds = build_dataset(preset, split, k, root=root, with_label=True)
@@ -123,16 +129,17 @@ def _write(writer: PredictionWriter, k: int, names: list[str], pred: torch.Tenso
 
 
 def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distances: list[int], key_scale: float,
-                   fusion: str = "gsv", save_dir=None, progress: bool = True) -> dict:
+                   fusion: str = "gsv", save_dir=None, progress: bool = True, purpose: str = "evaluate") -> dict:
     """Score ``model`` (a GSVNet, possibly DDP-wrapped) on the evaluation split.
 
     distances: the k to evaluate; key_scale: keyframe input scale; fusion: gsv | warp | copy.
+    purpose: "evaluate" (--evaluate) or "select" (validation during training; see eval_split).
     save_dir: if given, every evaluated prediction is written there (``PredictionWriter`` layout;
     with ``cfg.save_seq_res`` also every frame of each clip). Collective in distributed runs: all
     ranks must call it. Returns the metrics.json dict (DESIGN.md §13), identical on every rank.
     """
     net = getattr(model, "module", model)
-    datasets = eval_datasets(cfg, preset, distances)
+    datasets = eval_datasets(cfg, preset, distances, purpose)
     rank, world = dist.rank(), dist.world_size()
     batch = max(1, cfg.batch_size // world)
     writer = PredictionWriter(save_dir, preset) if save_dir is not None else None
@@ -162,5 +169,5 @@ def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distanc
     dist.all_reduce_sum(counts)
     metrics = summarize({k: cm.cpu() for k, cm in cms.items()}, preset.class_names)
     metrics.update(num_samples={str(k): int(n) for k, n in zip(distances, counts)}, fusion=fusion,
-                   key_scale=key_scale, split=eval_split(preset), dataset=preset.name)
+                   key_scale=key_scale, split=eval_split(preset, purpose), dataset=preset.name)
     return metrics

@@ -201,7 +201,7 @@ def pretrain_flow(ctx) -> float:
     else:
         batches = _pairs_from_loader(ctx)
     optimizer = torch.optim.Adam(model.flow_net.parameters(), lr=PRETRAIN_LR)
-    set_train_mode(model, cfg)
+    set_train_mode(ctx.train_model, cfg)
     recent, checkpoint = [], run_dir(cfg) / "checkpoint.pth.tar"
     for i in tqdm(range(cfg.pretrain_flow_iters), desc="flow pre-training", unit="it", disable=not dist.is_main()):
         cur_lr, prev_lr, target, valid = next(batches)

@@ -11,6 +11,7 @@ from config.dataset_preset import DatasetPreset
 from engine.runs import REPO, FLOWNET_FILE, segnet_weights_path
 from models.checkpoints import gsvnet_parts, load_flow_weights, load_strict, segnet_state_dict
 from models.gsvnet import GSVNet
+from utils.seed import seed_everything
 
 
 def build_model(cfg: Config, preset: DatasetPreset, device: torch.device, load_segnet: bool = True,
@@ -19,6 +20,7 @@ def build_model(cfg: Config, preset: DatasetPreset, device: torch.device, load_s
 
     Returns (model on device, the checkpoint parts of :func:`models.checkpoints.gsvnet_parts` or None).
     """
+    seed_everything(cfg.seed)  # every random start (a GSV not in the checkpoint, say) is the same on each run and rank
     model = GSVNet.build(cfg.segnet, cfg.optical_flow_network, preset.num_classes, intra=cfg.intra)
     parts = gsvnet_parts(str(resume)) if resume is not None else None
     if load_segnet:
@@ -29,8 +31,9 @@ def build_model(cfg: Config, preset: DatasetPreset, device: torch.device, load_s
             load_strict(model.segnet, parts["segnet"], cfg.segnet, str(resume))
         else:
             raise FileNotFoundError(
-                f"keyframe-net weights not found: {path}. Put the official file there (weights/README.md), "
-                f"pass --segnet-weights PATH, or train one with --train-segnet 1")
+                f"keyframe-net weights not found: {path}; train them with `python main.py --train-segnet 1` "
+                f"(or `make demo`, which trains everything on the synthetic data), pass --segnet-weights PATH, "
+                f"or put the official file there (weights/README.md)")
     if cfg.optical_flow_network == "flownet":
         flow_file = Path(cfg.flow_weights) if cfg.flow_weights else REPO / "weights" / FLOWNET_FILE
         if cfg.flow_weights or flow_file.is_file():

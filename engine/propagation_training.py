@@ -158,7 +158,7 @@ def train_one_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> dict[st
     """One pass over every distance's loader (batches interleaved); returns the epoch's mean loss
     parts and the running mIoU (percent) of the training-crop predictions."""
     cfg, num_classes = ctx.cfg, ctx.preset.num_classes
-    set_train_mode(ctx.model, cfg)
+    set_train_mode(ctx.train_model, cfg)
     schedule = batch_schedule({k: loader_limit(cfg, len(dl)) for k, dl in ctx.loaders.items()}, epoch, cfg.seed)
     if cfg.max_iters > 0:
         schedule = schedule[:cfg.max_iters]
@@ -204,7 +204,8 @@ def evaluate_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> float | 
     """Validate (collective), log per-distance and avg/min mIoU, write metrics.json; returns the score."""
     cfg = ctx.cfg
     metrics = evaluate_model(ctx.model, cfg, ctx.preset, ctx.device, distances=eval_distances(cfg),
-                             key_scale=cfg.key_scale, fusion="gsv", progress=True)
+                             key_scale=cfg.key_scale, fusion="gsv", progress=True,
+                             purpose="select")
     score = best_score(metrics)
     values = {f"val/miou_k{k}": v["miou"] for k, v in metrics["per_distance"].items()}
     for l, v in metrics["intervals"].items():
@@ -238,7 +239,7 @@ def save_checkpoints(ctx: TrainContext, state: TrainState, current: float | None
 def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, TrainState, Path | None]:
     preset = preset_of(cfg)
     loaders = build_train_loaders(cfg, preset, sorted({int(k) for k in cfg.multi_step}), device)
-    eval_datasets(cfg, preset, eval_distances(cfg))  # a missing validation split fails now, not after an epoch
+    eval_datasets(cfg, preset, eval_distances(cfg), "select")  # a missing validation split fails now, not after an epoch
     resume = resolve_resume(cfg)
     seed_everything(cfg.seed)  # same initialisation on every rank
     model, parts = build_model(cfg, preset, device, resume=resume)

@@ -180,7 +180,7 @@ def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is
 def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetContext, TrainState]:
     preset = preset_of(cfg)
     loader = build_train_loaders(cfg, preset, [0], device)[0]
-    eval_datasets(cfg, preset, [0])  # a missing validation split fails now
+    eval_datasets(cfg, preset, [0], "select")  # a missing validation split fails now
     path = segnet_resume_path(cfg)
     seed_everything(cfg.seed)  # same initialisation on every rank
     model = GSVNet.build(cfg.segnet, cfg.optical_flow_network, preset.num_classes, intra=cfg.intra)

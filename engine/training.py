@@ -107,7 +107,11 @@ def set_trainable(model: GSVNet, cfg: Config) -> None:
 
 def set_train_mode(model: GSVNet, cfg: Config) -> None:
     """Train mode, except: frozen keyframe net; frozen flow net; --freeze-bn keeps the trained modules'
-    BN statistics (they contain no dropout, so eval mode is exactly "frozen BN")."""
+    BN statistics (they contain no dropout, so eval mode is exactly "frozen BN").
+
+    Call it on the GSVNet that runs the training forward (``ctx.train_model``, whose flow net and GSV
+    are the DDP wrappers when distributed): ``forward_clip`` reads the mode from those very modules,
+    and a wrapper's ``train()``/``eval()`` reaches the module inside, so the mode has one source."""
     model.train()
     if not cfg.train_optical_flow or cfg.freeze_bn:
         model.flow_net.eval()

