@@ -138,7 +138,8 @@ def train_step(ctx: TrainContext, batch: dict, where: str) -> tuple[dict[str, fl
     ctx.scaler.scale(loss).backward()
     ctx.scaler.step(ctx.optimizer)
     ctx.scaler.update()
-    ctx.scheduler.step()
+    if cfg.optim == "sgd":  # the official code steps its StepLR only for SGD; Adam keeps its LR
+        ctx.scheduler.step()
     return parts, logits.detach()
 
 
