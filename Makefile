@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test test-fast bench bench-video keyframes clean-demo
 
 setup: $(STAMP)
 
@@ -17,8 +17,12 @@ $(STAMP): requirements.txt
 demo: $(STAMP)
 	$(PY) -m tools.demo
 
+# Every test (what CI runs). test-fast skips the subprocess/torchrun and full-size tests (edit-run loop).
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)
 	$(PY) main.py --benchmark 1 --bench-stream-frames 300

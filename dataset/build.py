@@ -1,7 +1,44 @@
 """The sequence dataset of a preset: Cityscapes-layout, CamVid-layout or dense synthetic."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from config.dataset_preset import DatasetPreset
+from dataset.synthetic import read_marker
+
+CITYSCAPES_FRAMES_BEFORE_GT = 19  # a Cityscapes sequence snippet: 30 frames, annotated at index 19
+
+
+def require_synthetic(root: str) -> dict:
+    """The marker of the synthetic dataset at ``root``, or a FileNotFoundError with the exact command that
+    generates it (the synthetic data is generated, never downloaded)."""
+    marker = read_marker(root) if Path(root).is_dir() else None
+    if marker is None or not marker.get("complete", False):
+        state = "is incomplete" if marker is not None else "was not found"
+        raise FileNotFoundError(
+            f"the synthetic dataset {state} at {root}: it is generated, not downloaded. Generate it with "
+            f"`python -m dataset.synthetic --out {root}` (deterministic, a few minutes), or run `make demo`, "
+            f"which generates it and trains every stage")
+    return marker
+
+
+def max_distance(preset: DatasetPreset, root: str) -> int | None:
+    """The largest clip distance k (frames GT−k..GT) the snippets of ``preset`` at ``root`` hold, or None
+    when the loader itself decides per sample (CamVid)."""
+    if preset.kind == "camvid":
+        return None
+    if preset.name == "synthetic":
+        return int(require_synthetic(root)["params"]["gt_index"])
+    return CITYSCAPES_FRAMES_BEFORE_GT
+
+
+def check_distances(preset: DatasetPreset, root: str, distances, flag: str) -> None:
+    """Refuse, before any work, distances the snippets cannot hold (naming the flag and the limit)."""
+    limit = max_distance(preset, root)
+    too_far = sorted(int(k) for k in distances if limit is not None and int(k) > limit)
+    if too_far:
+        raise ValueError(f"{flag} {' '.join(map(str, too_far))}: the {preset.name} snippets at {root} hold "
+                         f"{limit} frames before the annotated one, so distances must be <= {limit}")
 
 
 def build_dataset(preset: DatasetPreset, split: str, distance: int, root: str | None = None, transform=None,
@@ -11,6 +48,8 @@ def build_dataset(preset: DatasetPreset, split: str, distance: int, root: str | 
     dense: every frame as a sample, labelled from the synthetic generator's per-frame labels.
     """
     root = preset.data_path if root is None else root
+    if preset.name == "synthetic":
+        require_synthetic(root)
     if dense:
         if preset.name != "synthetic":
             raise ValueError(f"--dense-labels 1 needs per-frame labels, which only --dataset synthetic has "
@@ -21,4 +60,5 @@ def build_dataset(preset: DatasetPreset, split: str, distance: int, root: str | 
         from dataset.camvid import CamVidSequence
         return CamVidSequence(root, split, distance, transform=transform, with_label=with_label)
     from dataset.cityscapes import CityscapesSequence
-    return CityscapesSequence(root, split, distance, transform=transform, with_label=with_label)
+    return CityscapesSequence(root, split, distance, transform=transform, with_label=with_label,
+                              dataset_name=preset.name)

@@ -102,13 +102,14 @@ class CityscapesSequence(Dataset):
     "name": "city_seq_frame" of the annotated frame, "split": split}``, then ``transform``.
     """
 
-    def __init__(self, root, split: str, distance: int, transform=None, with_label: bool = True):
+    def __init__(self, root, split: str, distance: int, transform=None, with_label: bool = True,
+                 dataset_name: str = "Cityscapes"):
         if distance < 0:
             raise ValueError(f"distance must be >= 0 (frames GT-distance..GT), got {distance}")
         self.root, self.split, self.distance = Path(root), split, int(distance)
         self.transform, self.with_label = transform, with_label
         if not self.root.is_dir():
-            raise FileNotFoundError(f"Cityscapes root not found: {self.root} (expected "
+            raise FileNotFoundError(f"{dataset_name} root not found: {self.root} (expected "
                                     "leftImg8bit_sequence/ and gtFine/ inside it)")
         self.frame_dir = self._find_frame_dir()
         self.names = self._discover()

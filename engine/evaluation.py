@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from config.config import Config
 from config.dataset_preset import DatasetPreset
-from dataset.build import build_dataset
+from dataset.build import build_dataset, check_distances
 from engine import distributed as dist
 from engine.runs import data_root
 from engine.save_results import PredictionWriter
@@ -54,6 +54,7 @@ def eval_datasets(cfg: Config, preset: DatasetPreset, distances: list[int],
     """One labelled clip dataset per distance of the split for ``purpose`` (see eval_split), cut to
     --max-eval-samples (0 = all)."""
     root, split = data_root(cfg, preset), eval_split(preset, purpose)
+    check_distances(preset, root, distances, "--eval-multi-step")
     out: dict[int, Dataset] = {}
     for k in distances:
         ds = build_dataset(preset, split, k, root=root, with_label=True)

@@ -20,11 +20,11 @@ import itertools
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from models.resize import resize
 from dataset.build import build_dataset
 from dataset.cityscapes import clip_frame_names
 from dataset.synthetic import extras_paths, read_marker
@@ -49,10 +49,10 @@ def lowres_flow(flow: Tensor, valid: Tensor, size: tuple[int, int]) -> tuple[Ten
     scaled to pixels of that grid; a low-res pixel is valid when all its source samples are.
     """
     (h, w), (big_h, big_w) = size, flow.shape[-2:]
-    out = F.interpolate(flow.float(), size=size, mode="bilinear", align_corners=True)
+    out = resize(flow.float(), size)
     scale = torch.tensor([(w - 1) / max(big_w - 1, 1), (h - 1) / max(big_h - 1, 1)], device=flow.device)
     out = out * scale.view(1, 2, 1, 1)
-    ok = F.interpolate(valid[:, None].float(), size=size, mode="bilinear", align_corners=True)[:, 0] > 0.999
+    ok = resize(valid[:, None].float(), size)[:, 0] > 0.999
     return out, ok
 
 

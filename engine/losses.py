@@ -26,14 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine import distributed as dist
+from models.resize import resize
 
 
 def upsample_to(logits: Tensor, size: Sequence[int]) -> Tensor:
     """B×C×h×w -> float32 B×C×H×W, bilinear align_corners=True (the official training resize)."""
-    logits = logits.float()
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
+    return resize(logits.float(), tuple(size))
 
 
 def distillation_kl(student: Tensor, teacher: Tensor) -> Tensor:

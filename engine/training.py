@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from config.config import Config
 from config.dataset_preset import DatasetPreset
-from dataset.build import build_dataset
+from dataset.build import build_dataset, check_distances
 from dataset.transforms import ClipTransform
 from engine import distributed as dist
 from engine.runs import crop_size, data_root, run_dir
@@ -44,6 +44,7 @@ def build_train_loaders(cfg: Config, preset: DatasetPreset, distances: list[int]
                         device: torch.device) -> dict[int, DataLoader]:
     """One shuffled loader per distance; per-process batch = --batch-size // world size."""
     batch = max(1, cfg.batch_size // dist.world_size())
+    check_distances(preset, data_root(cfg, preset), distances, "--multi-step")
     loaders = {}
     for k in distances:
         ds = build_dataset(preset, "train", k, root=data_root(cfg, preset), transform=train_transform(cfg, preset),

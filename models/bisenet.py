@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 from torch import Tensor
+
+from models.resize import resize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # RGB, 0-1 scale
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,10 +48,6 @@ class ConvBnRelu(nn.Module):
         if self.relu is not None:
             x = self.relu(x)
         return x
-
-
-def _resize(x: Tensor, size) -> Tensor:
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
 
 
 class ContextPath(nn.Module):
@@ -166,11 +163,11 @@ class BiSeNet(nn.Module):
         spatial = self.spatial_path(x)
         stages = self.context_path(x)[::-1]          # [layer4, layer3, layer2, layer1]
         coarse = self.global_context(stages[0])      # B×128×1×1
-        prev = _resize(coarse, stages[0].shape[-2:])
+        prev = resize(coarse, stages[0].shape[-2:])
         refined = []
         for i, (arm, refine) in enumerate(zip(self.arms, self.refines)):
             fm = arm(stages[i]) + prev
-            prev = refine(_resize(fm, stages[i + 1].shape[-2:]))
+            prev = refine(resize(fm, stages[i + 1].shape[-2:]))
             refined.append(prev)
         fused = self.ffm(spatial, prev)
         return refined[0], refined[1], fused

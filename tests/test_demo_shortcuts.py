@@ -15,12 +15,9 @@ NUM_FRAMES = 8
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
+def tiny(synthetic_data):
     # 2 train snippets per city: "brackenfield" holds two snippets under one sequence number
-    generate(root, num_train=4, num_val=1, height=48, width=96, num_frames=NUM_FRAMES, gt_index=5,
-             progress=False)
-    return root
+    return synthetic_data(num_train=4, num_val=1, height=48, width=96, num_frames=NUM_FRAMES, gt_index=5)
 
 
 def test_snippet_frames_stay_inside_one_snippet_of_a_long_sequence(tiny):

@@ -2,6 +2,8 @@
 number of samples: the shards neither drop nor duplicate a sample."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import socket
@@ -13,6 +15,8 @@ import cv2
 
 import main
 from tests.test_eval_cli import cli, eval_dir, gt_files, make_env
+
+pytestmark = pytest.mark.slow  # subprocess / torchrun runs
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_VAL = 3  # odd: 2 ranks get 1 and 2 samples

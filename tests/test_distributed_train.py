@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dataset.synthetic import generate
 from models.gsv import GSV
 from models.swiftnet import SwiftNet
 from utils.checkpoint import load_file
+
+pytestmark = pytest.mark.slow  # subprocess / torchrun runs
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -72,10 +73,10 @@ def torchrun() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, synthetic_data):
     root = tmp_path_factory.mktemp("dist")
-    generate(root / "data", num_train=4, num_val=1, height=64, width=128, num_frames=4, gt_index=2,
-             progress=False, workers=1)
+    (root / "data").symlink_to(synthetic_data(num_train=4, num_val=1, height=64, width=128, num_frames=4,
+                                              gt_index=2), target_is_directory=True)
     torch.manual_seed(0)
     torch.save(SwiftNet(19).state_dict(), root / "swnet.pt")
     return root

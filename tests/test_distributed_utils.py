@@ -96,6 +96,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         json.dump(res, f)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_group(tmp_path):
     world = 2
     mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)

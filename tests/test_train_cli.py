@@ -18,7 +18,6 @@ import torch
 import engine.propagation_training as propagation_training
 import modes.train as trainer
 import main as cli
-from dataset.synthetic import generate
 from utils.seed import seed_everything
 from engine.flow_pretrain import dis_backward_flow, endpoint_error, lowres_flow
 from engine.predictor import VideoPredictor
@@ -33,10 +32,8 @@ RUN = ("run", "synthetic")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, num_train=2, num_val=1, height=64, width=128, num_frames=6, gt_index=4, progress=False, workers=1)
-    return root
+def data(synthetic_data) -> Path:
+    return synthetic_data(num_train=2, num_val=1, height=64, width=128, num_frames=6, gt_index=4)
 
 
 @pytest.fixture(scope="module")
