@@ -1,6 +1,6 @@
 """The one run configuration: a dataclass, and the argparse CLI built from its fields.
 
-Defaults follow the official GSVNet code (DESIGN.md §13) except where noted in the help text.
+Defaults follow the official GSVNet code (docs/deviations.md) except where noted in the help text.
 Every field carries its help string in ``metadata["help"]``; the parser shows the default next to it.
 """
 from __future__ import annotations

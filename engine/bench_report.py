@@ -1,4 +1,4 @@
-"""Pure parts of the benchmark (DESIGN.md §10): throughput arithmetic, timing bookkeeping, memory
+"""Pure parts of the benchmark (docs/evaluation.md#throughput): throughput arithmetic, timing bookkeeping, memory
 growth, parsers of /proc files and the markdown report. Nothing here touches a model or a device.
 
 Conventions: times in seconds unless a name says ``_ms``; FLOPs as counted by
@@ -18,7 +18,7 @@ MAX_INTERVAL = 5
 FLAT_TOLERANCE_MB = 16.0
 FLAT_TOLERANCE_FRACTION = 0.05
 
-# Paper / official README figures (official_gsvnet.md §8.9; GTX 1080Ti, 1024×2048 frames, scale 0.75).
+# Paper / official README figures (docs/evaluation.md#reference-figures; GTX 1080Ti, 1024×2048 frames, scale 0.75).
 PAPER = {
     "frame_size": [1024, 2048],
     "gmacs_keyframe": {"swiftnet": {"0.75": 58.5, "0.5": 26.0}, "bisenet": {"0.75": 58.0}},

@@ -1,4 +1,4 @@
-"""Process-group helpers (DESIGN.md §11).
+"""Process-group helpers (docs/conventions.md#runs-files-and-processes).
 
 A run is distributed only when launched so: ``torchrun`` or ``python -m torch.distributed.launch``
 set ``WORLD_SIZE`` > 1 (plus ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``; the older
@@ -175,7 +175,7 @@ def shard_indices(n: int, rank: int, world: int) -> list[int]:
     """Indices of ``range(n)`` evaluated by ``rank``: a contiguous block, sizes differ by at most 1.
 
     Unlike DistributedSampler, nothing is padded or duplicated, so summed confusion matrices count
-    every sample exactly once (official_gsvnet.md §10 item 20). A rank may get an empty list.
+    every sample exactly once (docs/deviations.md#evaluation). A rank may get an empty list.
     """
     if n < 0:
         raise ValueError(f"n: expected >= 0, got {n}")

@@ -137,7 +137,7 @@ def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distanc
     purpose: "evaluate" (--evaluate) or "select" (validation during training; see eval_split).
     save_dir: if given, every evaluated prediction is written there (``PredictionWriter`` layout;
     with ``cfg.save_seq_res`` also every frame of each clip). Collective in distributed runs: all
-    ranks must call it. Returns the metrics.json dict (DESIGN.md §13), identical on every rank.
+    ranks must call it. Returns the metrics.json dict (docs/evaluation.md#outputs), identical on every rank.
     """
     net = getattr(model, "module", model)
     datasets = eval_datasets(cfg, preset, distances, purpose)

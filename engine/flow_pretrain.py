@@ -1,4 +1,4 @@
-"""Demo shortcut (DESIGN.md §13): pre-train the flow net on a target flow before end-to-end training.
+"""Demo shortcut (docs/deviations.md#demo-shortcuts; docs/training.md#flow-pre-training): pre-train the flow net on a target flow before end-to-end training.
 
 ``--pretrain-flow dis``: target = OpenCV DIS optical flow computed on the fly (in the DataLoader
 workers) on the augmented training clips, backward: ``calc(current, previous)`` so that

@@ -2,7 +2,7 @@
 
 The keyframe net never changes during propagation training, so without random augmentation
 (``--use-crop 0``) its logits for a given frame are the same every epoch. Caching them (on the CPU)
-makes an iteration cost only the flow net and the GSV: the demo's allowed shortcut (DESIGN.md §13).
+makes an iteration cost only the flow net and the GSV: the demo's allowed shortcut (docs/deviations.md#demo-shortcuts).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training losses (official_gsvnet.md §8.3, DESIGN.md §13).
+"""Training losses (docs/training.md#propagation-training; docs/deviations.md#training-recipe).
 
 Propagation loss, official scaling (the default; set --param-ce 1 --param-ce-distil 1 for a plain sum):
 

@@ -34,7 +34,7 @@ class TrainState:
 
 # --- shared with the keyframe-net trainer -------------------------------------------------------------
 def train_transform(cfg: Config, preset: DatasetPreset) -> ClipTransform | None:
-    """One random scale/crop/flip per clip (DESIGN.md §7); None with --use-crop 0 (full frames)."""
+    """One random scale/crop/flip per clip (docs/training.md#propagation-training); None with --use-crop 0 (full frames)."""
     if not cfg.use_crop:
         return None
     return ClipTransform(crop_size(cfg, preset), scales=preset.train_scales, ignore_index=preset.ignore_index)

@@ -1,6 +1,6 @@
 """BiSeNet-R18 (TorchSeg style): the keyframe network of GSVNet-BN.
 
-Architecture and state_dict layout follow `reference/official_gsvnet.md` §7.2 so that the official
+Architecture and state_dict layout follow `docs/formats.md#key-layouts` so that the official
 Cityscapes weights (218 entries, aux heads included) load with ``strict=True``:
 
     spatial path  3 -> 64 (7×7 s2) -> 64 (3×3 s2) -> 64 (3×3 s2) -> 128 (1×1)      128 ch @ 1/8

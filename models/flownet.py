@@ -1,7 +1,7 @@
-"""Optical-flow networks of GSVNet (official_gsvnet.md §4): the light net and FlowNetS.
+"""Optical-flow networks of GSVNet (docs/formats.md#key-layouts): the light net and FlowNetS.
 
 Both take a 6-channel pair of BGR-normalised frames at 1/8 of the full resolution (the order of the
-pair is the pipeline's business, DESIGN.md §4) and return a raw 2-channel flow map, channel 0 = x.
+pair is the pipeline's business, docs/conventions.md#tensors-between-frames) and return a raw 2-channel flow map, channel 0 = x.
 "Raw" means: no scaling inside the network. The vectors are 4× the displacement in pixels of the
 1/8 grid (see ``models.warp.FLOW_DIVISOR``), and the map is coarser than that grid (1/4 or 1/8 of the
 input); the pipeline resizes it without rescaling the vectors, as the official code does.

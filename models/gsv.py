@@ -1,5 +1,5 @@
 """Guided spatially-varying convolution (GSV), the fusion step of every non-keyframe (paper §3.2,
-official_gsvnet.md §6, DESIGN.md §4 and §13).
+docs/architecture.md#the-per-frame-pipeline, docs/deviations.md#model).
 
 For the warped previous logits X (B×C×h×w, 1/8 grid) and the current frame (BGR-normalised, h×w):
 
@@ -191,7 +191,7 @@ class GSV(nn.Module):
 
     forward(warped: B×C×h×w logits, image: B×3×h×w BGR-normalised frame at the same size; may be None
     when intra=False) -> (out B×C×h×w logits, weights B×K×h×w normalised, edge B×1×h×w in {0, 1}),
-    K = 11 (skip, 8 shifts, zero, intra) or 10 without the intra branch (DESIGN.md §13, paper Table 4).
+    K = 11 (skip, 8 shifts, zero, intra) or 10 without the intra branch (docs/deviations.md#model, paper Table 4).
     Parameters for C=19: 210,085 (intra_net 15,763, guide 194,241, frozen ideal_dk 81).
     """
 

@@ -1,6 +1,6 @@
 """SwiftNet-R18, single scale: the keyframe network of GSVNet-SN.
 
-Architecture and state_dict layout follow `reference/official_gsvnet.md` §7.1 so that the official
+Architecture and state_dict layout follow `docs/formats.md#key-layouts` so that the official
 Cityscapes weights (a raw state_dict, 195 entries) load with ``strict=True``:
 
     ResNet-18 trunk (torchvision modules)  ->  skips at 1/4, 1/8, 1/16, 1/32

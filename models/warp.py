@@ -1,4 +1,4 @@
-"""Backward warping of 1/8-scale maps by a dense flow field (official_gsvnet.md §5, DESIGN.md §4).
+"""Backward warping of 1/8-scale maps by a dense flow field (docs/conventions.md#tensors-between-frames).
 
 Convention, stated once here and relied upon everywhere else:
 

@@ -164,7 +164,7 @@ def test_tiny_benchmark_writes_json_and_markdown(tmp_path, capsys):
     assert set(non["per_module_gmacs"]) == {"FlowLight", "GSV"}
     assert sum(non["per_module_gmacs"].values()) == pytest.approx(non["gmacs"])
     assert result["flops"]["keyframe"]["0.5"]["gmacs"] < key["gmacs"]
-    assert result["params"]["segnet"]["count"] == 11_797_071  # SwiftNet-R18, official_gsvnet.md §8.9
+    assert result["params"]["segnet"]["count"] == 11_797_071  # SwiftNet-R18, docs/evaluation.md#reference-figures
     assert stream["frames"] == 5 and len(stream["series_mb"]["rss"]) == 5 and "rss" in stream["memory"]
     assert len(result["machine"]["load_average"]) == 2
     assert result["machine"]["cpu_count"] >= 1 and "random init" in result["weights"]["segnet"]

@@ -13,7 +13,7 @@ from models.warp import FLOW_DIVISOR, warp
 
 DATA = Path(__file__).parent / "data"
 
-# official_gsvnet.md §4.2: FlowNetS (batchNorm=False) state_dict, in registration order.
+# docs/formats.md#key-layouts: FlowNetS (batchNorm=False) state_dict, in registration order.
 FLOWNETS_WEIGHTS = [
     ("conv1.0", (64, 6, 7, 7)), ("conv2.0", (128, 64, 5, 5)), ("conv3.0", (256, 128, 5, 5)),
     ("conv3_1.0", (256, 256, 3, 3)), ("conv4.0", (512, 256, 3, 3)), ("conv4_1.0", (512, 512, 3, 3)),

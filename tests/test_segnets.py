@@ -1,6 +1,6 @@
 """Tests for the keyframe networks: models/swiftnet.py and models/bisenet.py.
 
-Layouts are checked against `reference/official_gsvnet.md` §7.1/§7.2 (the SwiftNet key list is the
+Layouts are checked against `docs/formats.md#key-layouts` (the SwiftNet key list is the
 official one in tests/data); behaviour against functional re-computations written here.
 """
 import io

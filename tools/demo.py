@@ -11,7 +11,7 @@
 6. dump predictions of one validation snippet as an overlay video;
 7. write results/demo.md, an accuracy-vs-throughput plot and a strip of predicted frames.
 Every stage runs the same `main.py` command a user would type; each is printed before it runs.
-Shortcuts (DESIGN.md §13, listed in results/demo.md): dense synthetic labels, cached keyframe logits,
+Shortcuts (docs/deviations.md#demo-shortcuts, listed in results/demo.md): dense synthetic labels, cached keyframe logits,
 flow pre-training on the generator's true flow, bf16 autocast, class weights, GSV started as identity.
 """
 from __future__ import annotations

@@ -173,7 +173,7 @@ def write_report(results: dict, bench: dict, video: Path, args, segnet: str, ckp
              f"trained from scratch on this machine ({platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}). mIoU in %; k = distance from the "
              "keyframe; l = keyframe interval (avg pools k = 0..l-1, min is k = l-1).", "",
-             "Shortcuts (DESIGN.md §13; the protocol itself is unchanged): every frame's synthetic labels "
+             "Shortcuts (docs/deviations.md#demo-shortcuts; the protocol itself is unchanged): every frame's synthetic labels "
              "for training (`--dense-labels 1`), class weights (`--class-weights 1`), bf16 autocast for the "
              "keyframe net (`--amp 1`), whole frames with the frozen keyframe net's logits cached "
              "(`--use-crop 0 --cache-keyframes 1`), no distillation (`--distil 0`), the flow net pre-trained "

@@ -4,8 +4,8 @@ Conventions (stated once, here):
 - Confusion matrix ``cm`` is int64 C×C with **rows = ground truth, columns = prediction**.
 - IoU_c = TP / (TP + FP + FN). A class absent from both the ground truth and the prediction has
   IoU NaN and is left out of the mean, as cityscapesScripts does (the official GSVNet code counted
-  it as 0, which is wrong on subsets; ``official_gsvnet.md`` §10 item 21).
-- Keyframe interval l (DESIGN.md §9): **avg mIoU** = mIoU of the confusion matrices pooled over
+  it as 0, which is wrong on subsets; docs/deviations.md#evaluation).
+- Keyframe interval l (docs/evaluation.md#keyframe-interval-l): **avg mIoU** = mIoU of the confusion matrices pooled over
   distances k = 0..l−1 (pixel-pooled, as the official code and the GSVNet paper report it);
   **min mIoU** = mIoU at k = l−1 (the GT is the last frame before the next keyframe). The true
   minimum over all evaluated k is reported separately because the farthest frame need not be worst.
@@ -98,7 +98,7 @@ def _percent(x: float) -> float | None:
 
 
 def summarize(cms: Mapping[int, Tensor], class_names: Sequence[str], max_interval: int = 5) -> dict:
-    """Build the ``metrics.json`` dictionary (DESIGN.md §13) from confusion matrices per distance.
+    """Build the ``metrics.json`` dictionary (docs/evaluation.md#outputs) from confusion matrices per distance.
 
     cms: {distance k: int C×C confusion matrix accumulated over all GT frames at that distance}.
     Values are in percent (0–100); ``None`` where undefined. Intervals l = 1..max_interval are
