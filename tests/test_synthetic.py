@@ -9,6 +9,7 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label, name2label
 
 import dataset.synthetic as syn
+import dataset.synthetic_render as render_mod
 import dataset.synthetic_scene as scene_mod
 
 SMALL = dict(num_train=2, num_val=1, height=64, width=128, seed=0)   # 30 frames, GT at index 19
@@ -148,8 +149,8 @@ def test_flow_maps_each_frame_to_the_previous_one(root):
 def test_backward_flow_matches_point_projection():
     rng = np.random.default_rng(3)
     scene = scene_mod.sample_scene(rng, 48, 96, 4)
-    g = scene_mod.render_geometry(scene, 2)
-    flow, ahead = scene_mod.backward_flow(scene, 2, g["obj"], g["depth"])
+    g = render_mod.render_geometry(scene, 2)
+    flow, ahead = render_mod.backward_flow(scene, 2, g["obj"], g["depth"])
     vel = scene.obj["vel"]
     for v, u in [(40, 10), (40, 80), (30, 47), (20, 5), (25, 90)]:       # hand-picked pixels
         oid, z = g["obj"][v, u], g["depth"][v, u]
