@@ -27,3 +27,16 @@ def test_nothing_cites_outside_the_repository():
     hits = [f"{p.relative_to(REPO)}: {word}" for p, text in repo_texts().items() if p != me
             for word in FOREIGN if word in text]
     assert hits == []
+
+
+def test_readme_flags_exist_in_the_parser():
+    """Every --flag the README shows for main.py is one `python main.py --help` lists."""
+    from config.config import build_parser
+    known = {s for a in build_parser()._actions for s in a.option_strings}
+    text = (REPO / "README.md").read_text()
+    lines = [line for line in text.splitlines() if "main.py" in line and "python -m" not in line]
+    shown = {m for line in lines for m in re.findall(r"(?<![\w-])--[a-zA-Z][\w-]*", line)}
+    others = {"--nproc_per_node", "--nproc-per-node", "--nnodes", "--node_rank", "--node-rank", "--master_addr",
+              "--master_port", "--rdzv_backend", "--rdzv-backend", "--rdzv_endpoint", "--rdzv-endpoint", "--rdzv_id",
+              "--rdzv-id", "--help"}  # torchrun's own flags
+    assert sorted(shown - known - others) == []
