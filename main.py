@@ -18,6 +18,7 @@ from config.config import parse_args
 
 # mode -> (module, function); imported lazily so `--help` stays fast.
 _MODES = {
+    "export": ("modes.export", "run_export"),
     "benchmark_video": ("modes.bench_video", "run_video_benchmark"),
     "benchmark": ("modes.benchmark", "run_benchmark"),
     "inference": ("modes.infer", "run_inference"),
@@ -29,7 +30,7 @@ _MODES = {
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    mode = next((m for m in ("benchmark_video", "benchmark", "inference", "evaluate", "train_segnet")
+    mode = next((m for m in ("export", "benchmark_video", "benchmark", "inference", "evaluate", "train_segnet")
                  if getattr(cfg, m)), "train")
     module_name, func_name = _MODES[mode]
     from utils.allocator import keep_freed_memory  # process-wide allocator setting (CPU speed)

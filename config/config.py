@@ -17,7 +17,7 @@ DATASETS = ("synthetic", "cityscapes_2k", "cityscapes", "camvid")
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field whose help text feeds argparse."""
-    meta = {"help": help, **{k: kw.pop(k) for k in ("choices", "flag", "nargs", "type") if k in kw}}
+    meta = {"help": help, **{k: kw.pop(k) for k in ("choices", "flag", "nargs", "type", "action") if k in kw}}
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -143,6 +143,15 @@ class Config:
                                   "write results/bench_video_<device>.{md,json}.")
     bench_key_intervals: list = _f([1, 3, 4], "Keyframe intervals of --benchmark-video.", nargs="+")
     results_dir: str = _f("results", "Where the benchmark writes its markdown table and JSON.")
+    # --- deployment -------------------------------------------------------------------------
+    export: str = _f("", "Export the model instead of running a mode: 'onnx' writes lowres/keyframe/propagate "
+                         "graphs + gsvnet.json into --output.", choices=("", "onnx"))
+    export_size: list = _f([], "Frame size HxW the exported graphs must accept; repeat for several sizes "
+                               "(default 1024x2048).", action="append", type=str)
+    backend: str = _f("pytorch", "Runtime of --inference/--evaluate/--benchmark: eager PyTorch or ONNX Runtime "
+                                 "graphs from --export-dir.", choices=("pytorch", "onnxruntime"))
+    export_dir: str = _f("", "Folder of an --export onnx run, for --backend onnxruntime (--benchmark exports to a "
+                             "temporary folder when empty).")
     # --- distributed --------------------------------------------------------------------------
     local_rank: int = _f(0, "Set by torch.distributed.launch (also --local-rank); torchrun uses LOCAL_RANK.")
 
@@ -173,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
             kw["choices"] = f.metadata["choices"]
         if f.type in ("bool", bool):
             kw.update(type=str2bool, metavar="{0,1}")
+        elif f.metadata.get("action") == "append":  # every occurrence counts (not last-one-wins)
+            kw.update(action="append", type=f.metadata.get("type", str), default=None)
         elif f.type in ("list", list):
             kw.update(nargs=f.metadata.get("nargs", "+"),
                       type=f.metadata.get("type") or (float if isinstance(default[0], float) else int))
@@ -191,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     args = build_parser().parse_args(argv)
-    cfg = Config(**vars(args))
+    cfg = Config(**{k: ([] if v is None and k == "export_size" else v) for k, v in vars(args).items()})
     if "LOCAL_RANK" in os.environ:
         cfg.local_rank = int(os.environ["LOCAL_RANK"])
     validate(cfg)
@@ -200,10 +211,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
 
 def validate(cfg: Config) -> None:
     """Reject flag combinations that cannot work, naming the flags."""
-    modes = [n for n in ("evaluate", "inference", "benchmark", "benchmark_video", "train_segnet") if getattr(cfg, n)]
+    modes = [n for n in ("export", "evaluate", "inference", "benchmark", "benchmark_video", "train_segnet")
+             if getattr(cfg, n)]
     if len(modes) > 1:
-        raise SystemExit(f"error: choose one of --evaluate/--inference/--benchmark/--benchmark-video/--train-segnet, "
-                         f"got {modes}")
+        raise SystemExit(f"error: choose one of --export/--evaluate/--inference/--benchmark/--benchmark-video/"
+                         f"--train-segnet, got {modes}")
     if any(k < 1 for k in cfg.multi_step) or any(k < 1 for k in cfg.eval_multi_step):
         raise SystemExit("error: --multi-step and --eval-multi-step take distances >= 1")
     if cfg.inference and not cfg.input:
