@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dataset.cityscapes import CityscapesSequence, parse_frame_name
-from dataset.synthetic import extras_paths, generate
+from dataset.synthetic import extras_paths
 from dataset.synthetic_dense import SyntheticDenseSequence
 from engine.keyframe_cache import KeyframeCache, clip_keys, frame_key
 
