@@ -9,11 +9,15 @@ from dataset.synthetic import read_marker
 CITYSCAPES_FRAMES_BEFORE_GT = 19  # a Cityscapes sequence snippet: 30 frames, annotated at index 19
 
 
-def require_synthetic(root: str) -> dict:
-    """The marker of the synthetic dataset at ``root``, or a FileNotFoundError with the exact command that
-    generates it (the synthetic data is generated, never downloaded)."""
-    marker = read_marker(root) if Path(root).is_dir() else None
-    if marker is None or not marker.get("complete", False):
+def require_synthetic(root: str) -> dict | None:
+    """Check that ``root`` holds the synthetic dataset before any work: a missing folder, one without the
+    Cityscapes layout, or an unfinished generation raises a FileNotFoundError with the exact command that
+    generates it (the synthetic data is generated, never downloaded). Returns the generator's marker, or
+    None for a Cityscapes-layout tree the generator did not write (then the loaders decide)."""
+    folder = Path(root)
+    marker = read_marker(root) if folder.is_dir() else None
+    has_layout = (folder / "leftImg8bit_sequence").is_dir() and (folder / "gtFine").is_dir()
+    if (marker is None and not has_layout) or (marker is not None and not marker.get("complete", False)):
         state = "is incomplete" if marker is not None else "was not found"
         raise FileNotFoundError(
             f"the synthetic dataset {state} at {root}: it is generated, not downloaded. Generate it with "
@@ -28,7 +32,8 @@ def max_distance(preset: DatasetPreset, root: str) -> int | None:
     if preset.kind == "camvid":
         return None
     if preset.name == "synthetic":
-        return int(require_synthetic(root)["params"]["gt_index"])
+        marker = require_synthetic(root)
+        return int(marker["params"]["gt_index"]) if marker else None
     return CITYSCAPES_FRAMES_BEFORE_GT
 
 

@@ -2,6 +2,7 @@
 
     p = VideoPredictor.from_checkpoints(segnet="swiftnet", flow="light", num_classes=19,
                                         segnet_weights=..., checkpoint=..., key_interval=3)
+    # segnet: any keyframe-net spec (pidnet_s, torchvision:<builder>, hf:<folder>, module:<path>:<factory>)
     out = p.step(frame)      # np.uint8 H×W×3 RGB
     out.logits, out.labels, out.is_keyframe
 
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from models.checkpoints import (gsv_has_intra, gsv_num_classes, guess_flow_name, gsvnet_parts, load_flow_weights,
-                                load_strict, segnet_state_dict)
+from engine.model_builder import assemble_model
 from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
 from models.labels import logits_to_labels
@@ -59,42 +60,23 @@ class VideoPredictor:
         self.reset()
 
     @classmethod
-    def from_checkpoints(cls, segnet: str = "swiftnet", flow: str = "light", num_classes: int = 19,
+    def from_checkpoints(cls, segnet: str | None = None, flow: str | None = None, num_classes: int | None = None,
                          segnet_weights: str | None = None, checkpoint: str | None = None,
                          key_interval: int = 3, key_scale: float = 0.75, device: str = "cpu",
-                         flow_weights: str | None = None, fusion: str = "gsv",
-                         fold_bn: bool = True) -> "VideoPredictor":
-        """Build from an official or our keyframe-net file and an official or our GSVNet checkpoint.
+                         flow_weights: str | None = None, fusion: str = "gsv", fold_bn: bool = True,
+                         segnet_mean: Sequence[float] | None = None, segnet_std: Sequence[float] | None = None,
+                         segnet_input_range: int = 0) -> "VideoPredictor":
+        """Build through engine.model_builder.assemble_model from a keyframe-net spec (any kind), its
+        weights (official or ours; an hf: folder carries its own) and an official or our GSVNet checkpoint.
 
-        None for ``segnet_weights``/``checkpoint`` leaves that part randomly initialised (with a warning).
+        segnet/flow/num_classes None: what the checkpoint records, else swiftnet / light / 19, so one of
+        our checkpoints rebuilds its model alone. None for ``segnet_weights``/``checkpoint`` leaves that
+        part randomly initialised (with a warning), except an hf: net, which keeps its folder's weights.
         """
-        parts = gsvnet_parts(checkpoint) if checkpoint else None
-        intra = True
-        if parts is not None:
-            found = gsv_num_classes(parts["gsv"])
-            if found != num_classes:
-                raise ValueError(f"{checkpoint}: the GSV module was trained for {found} classes, "
-                                 f"but num_classes={num_classes}")
-            intra = gsv_has_intra(parts["gsv"])
-            if parts["flow"] is not None and guess_flow_name(parts["flow"]) != flow:
-                raise ValueError(f"{checkpoint}: holds a '{guess_flow_name(parts['flow'])}' flow net, "
-                                 f"but flow={flow!r}")
-        model = GSVNet.build(segnet, flow, num_classes, intra=intra)
-        if segnet_weights:
-            load_strict(model.segnet, segnet_state_dict(segnet_weights), segnet, segnet_weights)
-        elif parts is not None and parts["segnet"] is not None:
-            load_strict(model.segnet, parts["segnet"], segnet, checkpoint)
-        else:
-            warnings.warn("VideoPredictor: no keyframe-net weights given; using a random initialisation")
-        if flow_weights:
-            load_flow_weights(model.flow_net, flow_weights)
-        if parts is not None:
-            load_strict(model.gsv, parts["gsv"], "GSV (grm.*)", checkpoint)
-            if parts["flow"] is not None:
-                load_strict(model.flow_net, parts["flow"], f"{flow} flow net (state_dict_of)", checkpoint)
-            elif not flow_weights:
-                warnings.warn(f"{checkpoint}: no flow weights (state_dict_of); flow net is random")
-        else:
+        model, _ = assemble_model(segnet, flow, num_classes, segnet_weights=segnet_weights, checkpoint=checkpoint,
+                                  flow_weights=flow_weights, segnet_mean=segnet_mean, segnet_std=segnet_std,
+                                  segnet_input_range=segnet_input_range, missing_segnet="warn")
+        if not checkpoint:
             warnings.warn("VideoPredictor: no GSVNet checkpoint given; flow net and GSV are random")
         return cls(model, key_interval=key_interval, key_scale=key_scale, device=device, fusion=fusion,
                    fold_bn=fold_bn)

@@ -227,7 +227,7 @@ def save_checkpoints(ctx: TrainContext, state: TrainState, current: float | None
         return
     m = ctx.model
     ckpt = gsvnet_checkpoint(
-        m.gsv, m.flow_net, epoch=state.epoch, step=state.step, best_pred=state.best_pred, current_pred=current,
+        m.gsv, m.flow_net, model_args=m.constructor_args(), epoch=state.epoch, step=state.step, best_pred=state.best_pred, current_pred=current,
         optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
         scaler=ctx.scaler.state_dict() if ctx.scaler.is_enabled() else None, config=to_dict(ctx.cfg),
         segnet_state_dict={k: v.detach().cpu().contiguous() for k, v in m.segnet.state_dict().items()})
@@ -250,7 +250,8 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
     seed_everything(cfg.seed, dist.rank())  # different augmentation per rank
     set_trainable(model, cfg)
     train_model = GSVNet(model.segnet, wrap_ddp(model.flow_net, device), wrap_ddp(model.gsv, device),
-                         segnet_name=cfg.segnet, flow_name=cfg.optical_flow_network).to(device)
+                         segnet_name=cfg.segnet, flow_name=cfg.optical_flow_network,
+                         keyframe_norm=model.keyframe_norm).to(device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_scheduler, gamma=cfg.lr_gamma)
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())

@@ -1,24 +1,33 @@
-"""Keyframe-net training (``--train-segnet 1``): SwiftNet or BiSeNet on the annotated frames.
+"""Keyframe-net training (``--train-segnet 1``): any keyframe net (``--segnet`` spec) on the annotated frames.
 
 Needed where no pretrained keyframe weights can be downloaded (the synthetic demo), so the whole
 system can be trained from scratch: first this stage, then propagation training with
 ``--segnet-weights <run folder>/segnet_best.pt``.
 
-- Start: random initialisation, or ``--segnet-weights`` if given (fine-tuning; the preset's default
-  weights file is not used here); ``--resume 1`` / ``--resume PATH`` continues a checkpoint.
+- Start: random initialisation (an hf: net: its folder's weights), or ``--segnet-weights`` if given
+  (fine-tuning; a PIDNet ImageNet backbone file loads the part it covers; the preset's default weights
+  file is not used here); ``--resume 1`` / ``--resume PATH`` continues a checkpoint. The net is built
+  by engine.model_builder.assemble_model in its training form (PIDNet: [p_aux, main, d]).
 - Data: the distance-0 samples (annotated frames) of the train split with the same clip
   augmentation as propagation training; the crop is fed at its own resolution.
 - Optimizer: Adam (weight decay 1e-4) with poly decay ``lr = --segnet-lr · (1 − it/total)^0.9`` per
   iteration; SGD (Nesterov, --weight-decay) only if the config has ``segnet_optim = "sgd"``.
-- Loss: CE at label resolution (+ CE of BiSeNet's two auxiliary heads), optional class weights.
+- Loss: PIDNet: engine.pidnet_loss (aux, main, boundary and boundary-guided terms); the others: CE of
+  the main logits at label resolution (+ CE of BiSeNet's two auxiliary heads). Class weights of the
+  preset with --class-weights 1.
 - Validation every epoch: keyframe-only mIoU (distance 0) at ``--key-scale`` with the evaluation
   protocol of ``engine.evaluation`` (logits through the 1/8 grid, as GSVNet uses them).
-- Files in the run folder: the weights in the OFFICIAL format of the net (SwiftNet: raw state_dict
-  ``segnet.pt``; BiSeNet: ``{'state_dict': sd}`` ``segnet.pth``), the best epoch's as
-  ``segnet_best.*``, and the resumable ``segnet_checkpoint.pth.tar`` (``--resume 1``).
+- Files in the run folder: the weights in the OFFICIAL format of the net where it has one (SwiftNet:
+  raw state_dict ``segnet.pt``; BiSeNet: ``{'state_dict': sd}`` ``segnet.pth``; PIDNet: the released
+  layout, "model."-prefixed keys, ``segnet.pt``), torchvision:/module: a plain state_dict
+  ``segnet.pth``, hf: a save_pretrained folder ``segnet/``; the best epoch's as ``segnet_best*``; and
+  the resumable ``segnet_checkpoint.pth.tar`` (``--resume 1``; it records the spec, the classes and the
+  input statistics as ``model_args``).
 """
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +42,13 @@ from engine.runs import preset_of, run_dir, summary_dir
 from utils.seed import seed_everything
 from engine.evaluation import eval_datasets
 from engine.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss,
-                           stop_if_non_finite)
+                           stop_if_non_finite, upsample_to)
+from engine.model_builder import assemble_model, config_norm_args
+from engine.pidnet_loss import pidnet_loss
 from engine.training import TrainState, build_train_loaders, loader_limit, next_batch, wrap_ddp
-from models.checkpoints import load_strict, segnet_state_dict
-from models.gsvnet import GSVNet
+from models.gsvnet import GSVNet, normalisation_dict
+from models.keyframe_net import parse_spec, read_logits
+from models.pidnet_weights import NETWORK_PREFIX
 from utils.checkpoint import load_file, save_atomic
 from utils.logging import RunLogger
 from utils.metrics import confusion_matrix, miou
@@ -51,9 +63,6 @@ POLY_POWER = 0.9
 ADAM_WEIGHT_DECAY = 1e-4
 
 
-WEIGHT_FILES = {"swiftnet": "segnet.pt", "bisenet": "segnet.pth"}  # official extensions
-
-
 CHECKPOINT = "segnet_checkpoint.pth.tar"
 
 
@@ -62,10 +71,39 @@ def poly_factor(step: int, total: int, power: float = POLY_POWER) -> float:
     return max(0.0, 1.0 - step / max(total, 1)) ** power
 
 
+def _is_pidnet(spec: str) -> bool:
+    parsed = parse_spec(spec)
+    return parsed.kind == "builtin" and parsed.target.startswith("pidnet")
+
+
+def weights_name(spec: str, best: bool = False) -> str:
+    """The weights file (or, for hf:, folder) name in the run folder; official extensions for built-ins."""
+    stem = "segnet_best" if best else "segnet"
+    parsed = parse_spec(spec)
+    if parsed.kind == "hf":
+        return stem
+    return stem + (".pt" if parsed.spec == "swiftnet" or _is_pidnet(spec) else ".pth")
+
+
 def official_weights(segnet: str, state_dict: dict) -> dict | object:
-    """The object the official code saves/loads for this keyframe net (DESIGN.md §5)."""
+    """The object the official code saves/loads for this keyframe net (DESIGN.md §5); a plain state_dict
+    for kinds without an official format."""
     sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}  # no channels-last strides on disk
-    return sd if segnet == "swiftnet" else {"state_dict": sd}
+    if _is_pidnet(segnet):
+        return {NETWORK_PREFIX + k: v for k, v in sd.items()}  # the released FullModel layout
+    return {"state_dict": sd} if parse_spec(segnet).spec == "bisenet" else sd
+
+
+def save_pretrained_atomic(net: torch.nn.Module, folder: Path) -> None:
+    """save_pretrained into a temporary folder, then swap it in: a crash never leaves half a folder."""
+    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    net.save_pretrained(tmp, state_dict={k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass
@@ -100,20 +138,29 @@ def segnet_resume_path(cfg: Config) -> Path | None:
 
 
 def restore(ctx: SegnetContext, path: Path | None) -> TrainState:
-    """Load initial weights (--segnet-weights) or resume; returns where to continue."""
-    cfg, net = ctx.cfg, ctx.model.segnet
+    """Where to continue: the optimizer state and epoch of our checkpoint (the weights were loaded when
+    the model was assembled); epoch 0 for anything else (an official weights file)."""
     if path is None:
-        if cfg.segnet_weights:
-            load_strict(net, segnet_state_dict(cfg.segnet_weights), cfg.segnet, cfg.segnet_weights)
         return TrainState()
-    load_strict(net, segnet_state_dict(str(path)), cfg.segnet, str(path))
     raw = load_file(path)
     if not (isinstance(raw, dict) and raw.get("format") == SEGNET_FORMAT):
         return TrainState()  # weights only (an official file): start at epoch 0
     ctx.optimizer.load_state_dict(raw["optimizer"])
     ctx.scheduler.load_state_dict(raw["scheduler"])
-    best = None if cfg.reset_best_pred else raw.get("best_pred")
+    best = None if ctx.cfg.reset_best_pred else raw.get("best_pred")
     return TrainState(epoch=int(raw["epoch"]), best_pred=best, step=int(raw.get("step", 0)))
+
+
+def keyframe_net_loss(spec: str, outputs, label: torch.Tensor, class_weight: torch.Tensor | None,
+                      ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, main logits at label size) of a training-form forward result: pidnet_loss for PIDNet,
+    segnet_loss (CE, + BiSeNet's aux heads) for the other built-ins, CE of the main logits otherwise."""
+    if _is_pidnet(spec):
+        loss, _ = pidnet_loss(outputs, label, class_weights=class_weight, ignore_index=ignore_index)
+        return loss, upsample_to(outputs[1], label.shape[-2:])
+    if parse_spec(spec).kind != "builtin":
+        outputs = read_logits(spec, outputs)
+    return segnet_loss(outputs, label, class_weight, ignore_index)
 
 
 def segnet_step(ctx: SegnetContext, batch: dict, where: str) -> tuple[float, torch.Tensor]:
@@ -122,7 +169,7 @@ def segnet_step(ctx: SegnetContext, batch: dict, where: str) -> tuple[float, tor
     label = batch["label"].to(ctx.device, non_blocking=True)
     with autocast(ctx.device, ctx.cfg.amp):
         outputs = ctx.train_net(ctx.model.normalise_rgb(frames).contiguous(memory_format=torch.channels_last))
-    loss, main = segnet_loss(outputs, label, ctx.class_weight, ctx.preset.ignore_index)
+    loss, main = keyframe_net_loss(ctx.model.segnet_name, outputs, label, ctx.class_weight, ctx.preset.ignore_index)
     stop_if_non_finite(float(loss.detach()), where, run_dir(ctx.cfg) / CHECKPOINT)
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.scaler.scale(loss).backward()
@@ -162,17 +209,23 @@ def train_segnet_one_epoch(ctx: SegnetContext, epoch: int, state: TrainState) ->
 
 
 def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is_best: bool) -> None:
-    """Official-format weights (+ best copy) and the resumable checkpoint, atomically (rank 0)."""
+    """Weights in the net's format (+ best copy) and the resumable checkpoint, atomically (rank 0)."""
     if not dist.is_main():
         return
-    folder, name = run_dir(ctx.cfg), WEIGHT_FILES[ctx.cfg.segnet]
-    weights = official_weights(ctx.cfg.segnet, ctx.model.segnet.state_dict())
-    save_atomic(weights, folder / name)
-    if is_best:
-        save_atomic(weights, folder / name.replace("segnet", "segnet_best"))
-    ckpt = {"format": SEGNET_FORMAT, "segnet": ctx.cfg.segnet, "epoch": state.epoch, "step": state.step,
-            "best_pred": state.best_pred, "current_pred": current, "config": to_dict(ctx.cfg),
-            "segnet_state_dict": weights if ctx.cfg.segnet == "swiftnet" else weights["state_dict"],
+    spec, net, folder = ctx.model.segnet_name, ctx.model.segnet, run_dir(ctx.cfg)
+    if parse_spec(spec).kind == "hf":
+        for name in [weights_name(spec)] + ([weights_name(spec, best=True)] if is_best else []):
+            save_pretrained_atomic(net, folder / name)
+    else:
+        weights = official_weights(spec, net.state_dict())
+        save_atomic(weights, folder / weights_name(spec))
+        if is_best:
+            save_atomic(weights, folder / weights_name(spec, best=True))
+    model_args = {"segnet": spec, "num_classes": ctx.model.num_classes, "training_form": True,
+                  "keyframe_normalisation": normalisation_dict(ctx.model.keyframe_norm)}
+    ckpt = {"format": SEGNET_FORMAT, "segnet": spec, "model_args": model_args, "epoch": state.epoch,
+            "step": state.step, "best_pred": state.best_pred, "current_pred": current, "config": to_dict(ctx.cfg),
+            "segnet_state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
             "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict()}
     save_atomic(ckpt, folder / CHECKPOINT)
 
@@ -183,7 +236,10 @@ def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetConte
     eval_datasets(cfg, preset, [0], "select")  # a missing validation split fails now
     path = segnet_resume_path(cfg)
     seed_everything(cfg.seed)  # same initialisation on every rank
-    model = GSVNet.build(cfg.segnet, cfg.optical_flow_network, preset.num_classes, intra=cfg.intra)
+    start = str(path) if path is not None else (cfg.segnet_weights or None)
+    model, _ = assemble_model(cfg.segnet, cfg.optical_flow_network, preset.num_classes, segnet_weights=start,
+                              intra=cfg.intra, training_form=True, partial_backbone=path is None,
+                              missing_segnet="quiet", **config_norm_args(cfg))
     model = model.to(device).to_channels_last()
     seed_everything(cfg.seed, dist.rank())
     optimizer = build_segnet_optimizer(cfg, model.segnet.parameters())

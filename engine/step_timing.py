@@ -20,10 +20,6 @@ from models.gsvnet import GSVNet
 # Warm-up steps before each timed series (after the untimed FLOP-counting step). On CPU the first
 # two or three steps at a new size are several times slower (oneDNN primitive creation, page faults
 # of fresh buffers); on CUDA a few more let cuDNN autotuning (cudnn.benchmark) pick its kernels.
-
-# Warm-up steps before each timed series (after the untimed FLOP-counting step). On CPU the first
-# two or three steps at a new size are several times slower (oneDNN primitive creation, page faults
-# of fresh buffers); on CUDA a few more let cuDNN autotuning (cudnn.benchmark) pick its kernels.
 WARMUP = {"cpu": 2, "cuda": 5}
 
 

@@ -1,52 +1,83 @@
 """The GSVNet pipeline: keyframe segmentation, then propagation at 1/8 scale (paper §3, DESIGN.md §4).
 
-Conventions that make the official weights produce the official numbers (each stated once, here):
+The keyframe net is any net models/keyframe_net.py can build, named by its spec string. Conventions
+that make the official weights produce the official numbers (each stated once, here):
 - Frames enter as RGB float on the 0–255 scale, B×3×H×W.
-- Keyframe net: RGB, normalised per net (SwiftNet on 0–255, BiSeNet on 0–1 with ImageNet statistics),
-  resized bilinear align_corners=True to (H//4*3, W//4*3) at scale 0.75 (else round(H*s), round(W*s)).
-  Its logits are resized bilinear align_corners=True to (H//8, W//8).
-- Flow net and GSV see the frame in BGR order, each channel normalised with its own statistic of the
-  keyframe net's preset, resized bilinear align_corners=True to (H//8, W//8). The official trained
-  weights depend on this quirk.
+- Keyframe net: RGB normalised with the kind's statistics (``default_normalisation``) or the caller's
+  overrides, resized bilinear align_corners=True to (H//4*3, W//4*3) at scale 0.75 (else round(H*s),
+  round(W*s)). Its main logits (``read_logits``, checked by ``check_logits``) are resized bilinear
+  align_corners=True to (H//8, W//8).
+- Flow net and GSV see the frame in BGR order, each channel normalised with its own statistic of
+  ``propagation_normalisation(spec)`` (SwiftNet's or BiSeNet's own preset; ImageNet for every other
+  kind), resized bilinear align_corners=True to (H//8, W//8). The official trained weights depend on
+  this quirk.
 - Light flow input = cat[current, previous]; FlowNetS = cat[previous, current]. The flow is resized to
   (H//8, W//8) without rescaling its vectors, then divided by FLOW_DIVISOR before the backward warp.
 - Everything between frames stays logits at 1/8; no softmax.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from models import cpu_kernels
-from models.bisenet import IMAGENET_MEAN, IMAGENET_STD, BiSeNet
 from models.flownet import build_flow_net
 from models.gsv import GSV
-from models.swiftnet import SWIFTNET_MEAN, SWIFTNET_STD, SwiftNet
+from models.keyframe_net import (Normalisation, build_keyframe_net, check_logits, default_normalisation,
+                                 parse_spec, propagation_normalisation, read_logits)
 from models.resize import bilinear_taps, resize, resize_bilinear, shrink_uint8
 from models.warp import FLOW_DIVISOR, warp
 
-SEGNETS = ("swiftnet", "bisenet")
 FLOWS = ("light", "flownet")
 FUSIONS = ("gsv", "warp", "copy")
 OUTPUT_STRIDE = 8  # propagation happens on the (H//8, W//8) grid
+# --segnet-input-range (the scale the keyframe net sees) -> the divisor a 0–255 frame gets first
+INPUT_RANGE_DIVISOR = {1: 255.0, 255: 1.0}
+
+
+def keyframe_normalisation(spec: str, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                           input_range: int | None = 0) -> Normalisation:
+    """The keyframe net's input statistics: the kind's default with the given parts replaced.
+
+    mean, std: RGB, on the scale the net sees; input_range: 1 = the net sees RGB 0–1, 255 = RGB 0–255,
+    0 or None = the kind's own. An empty sequence or None keeps the default.
+    """
+    base = default_normalisation(spec)
+    if input_range not in (0, None, *INPUT_RANGE_DIVISOR):
+        raise ValueError(f"keyframe-net input range must be 0 (the kind's), 1 or 255, got {input_range!r}")
+    values = {}
+    for name, given, default in (("mean", mean, base.mean), ("std", std, base.std)):
+        values[name] = tuple(float(v) for v in given) if given else default
+        if len(values[name]) != 3:
+            raise ValueError(f"keyframe-net input {name} needs 3 values (R G B), got {list(values[name])}")
+    if min(values["std"]) <= 0:
+        raise ValueError(f"keyframe-net input std must be positive, got {list(values['std'])}")
+    divisor = INPUT_RANGE_DIVISOR[input_range] if input_range else base.input_range
+    return Normalisation(values["mean"], values["std"], divisor)
+
+
+def normalisation_dict(norm: Normalisation) -> dict:
+    """Plain-typed form stored in checkpoints: RGB mean/std and the divisor of a 0–255 frame."""
+    return {"mean": [float(v) for v in norm.mean], "std": [float(v) for v in norm.std],
+            "divisor": float(norm.as_divisor())}
+
+
+def normalisation_from_dict(d: dict) -> Normalisation:
+    return Normalisation(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]), float(d["divisor"]))
 
 
 def segnet_normalisation(segnet: str) -> tuple[tuple[float, ...], tuple[float, ...], float]:
-    """(RGB mean, RGB std, divisor applied first) of a keyframe net's input."""
-    if segnet == "swiftnet":
-        return SWIFTNET_MEAN, SWIFTNET_STD, 1.0
-    if segnet == "bisenet":
-        return IMAGENET_MEAN, IMAGENET_STD, 255.0
-    raise ValueError(f"segnet must be one of {SEGNETS}, got {segnet!r}")
+    """(RGB mean, RGB std, divisor applied first) of a keyframe net's default input (older callers)."""
+    norm = default_normalisation(segnet)
+    return norm.mean, norm.std, norm.as_divisor()
 
 
 def build_segnet(name: str, num_classes: int) -> nn.Module:
-    if name == "swiftnet":
-        return SwiftNet(num_classes)
-    if name == "bisenet":
-        return BiSeNet(num_classes)
-    raise ValueError(f"segnet must be one of {SEGNETS}, got {name!r}")
+    """A random-init keyframe net of any spec (older callers; see models/keyframe_net.py)."""
+    return build_keyframe_net(name, num_classes)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -70,26 +101,61 @@ def lowres_size(height: int, width: int) -> tuple[int, int]:
     return height // OUTPUT_STRIDE, width // OUTPUT_STRIDE
 
 
+def _unwrapped(module: nn.Module) -> nn.Module:
+    return getattr(module, "module", module)  # a DDP-wrapped part holds the module as .module
+
+
+def _stat_buffer(values: Sequence[float]) -> Tensor:
+    return torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
+
+
 class GSVNet(nn.Module):
-    """Keyframe net + flow net + GSV. The keyframe net is always used frozen (eval, no grad)."""
+    """Keyframe net + flow net + GSV. The keyframe net is always used frozen (eval, no grad).
+
+    segnet_name: the keyframe net's spec; keyframe_norm: its input statistics (None: the kind's
+    default); num_classes: None = the GSV's. The flow net and GSV inputs use
+    ``propagation_normalisation(segnet_name)``, stored as ``seg_divisor``/``rgb_mean``/``rgb_std`` (names
+    from the first release, where both statistics were the same).
+    """
 
     def __init__(self, segnet: nn.Module, flow_net: nn.Module, gsv: nn.Module, *, segnet_name: str,
-                 flow_name: str):
+                 flow_name: str, keyframe_norm: Normalisation | None = None, num_classes: int | None = None):
         super().__init__()
         if flow_name not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow_name!r}")
         self.segnet, self.flow_net, self.gsv = segnet, flow_net, gsv
-        self.segnet_name, self.flow_name = segnet_name, flow_name
-        mean, std, divisor = segnet_normalisation(segnet_name)
-        self.seg_divisor = divisor
-        self.register_buffer("rgb_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("rgb_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.spec = parse_spec(segnet_name)
+        self.segnet_name, self.flow_name = self.spec.spec, flow_name
+        self.num_classes = int(num_classes if num_classes is not None else _unwrapped(gsv).num_classes)
+        self.keyframe_norm = keyframe_norm or default_normalisation(self.spec)
+        self.propagation_norm = propagation_normalisation(self.spec)
+        self.key_divisor = self.keyframe_norm.as_divisor()
+        self.register_buffer("key_mean", _stat_buffer(self.keyframe_norm.mean), persistent=False)
+        self.register_buffer("key_std", _stat_buffer(self.keyframe_norm.std), persistent=False)
+        self.seg_divisor = self.propagation_norm.as_divisor()
+        self.register_buffer("rgb_mean", _stat_buffer(self.propagation_norm.mean), persistent=False)
+        self.register_buffer("rgb_std", _stat_buffer(self.propagation_norm.std), persistent=False)
 
     @classmethod
-    def build(cls, segnet: str = "swiftnet", flow: str = "light", num_classes: int = 19,
-              intra: bool = True) -> "GSVNet":
-        return cls(build_segnet(segnet, num_classes), build_flow_net(flow), GSV(num_classes, intra=intra),
-                   segnet_name=segnet, flow_name=flow)
+    def build(cls, segnet: str = "swiftnet", flow: str = "light", num_classes: int = 19, intra: bool = True, *,
+              segnet_mean: Sequence[float] | None = None, segnet_std: Sequence[float] | None = None,
+              segnet_input_range: int | None = 0, training_form: bool = False,
+              keyframe_net: nn.Module | None = None) -> "GSVNet":
+        """A GSVNet for a keyframe-net spec, random init except ``keyframe_net`` (an already built
+        and loaded net for ``segnet``). segnet_mean/std/input_range: see :func:`keyframe_normalisation`;
+        training_form: build the keyframe net's training form (PIDNet's three outputs)."""
+        norm = keyframe_normalisation(segnet, segnet_mean, segnet_std, segnet_input_range)
+        if keyframe_net is None:
+            keyframe_net = build_keyframe_net(segnet, num_classes, training_form=training_form)
+        return cls(keyframe_net, build_flow_net(flow), GSV(num_classes, intra=intra), segnet_name=segnet,
+                   flow_name=flow, keyframe_norm=norm, num_classes=num_classes)
+
+    def constructor_args(self) -> dict:
+        """What rebuilds this model, as plain types (stored in our checkpoints as ``model_args``)."""
+        return {"segnet": self.segnet_name, "num_classes": self.num_classes, "flow": self.flow_name,
+                "intra": bool(_unwrapped(self.gsv).intra),
+                "keyframe_normalisation": normalisation_dict(self.keyframe_norm),
+                "propagation_normalisation": normalisation_dict(self.propagation_norm)}
 
     def to_channels_last(self) -> "GSVNet":
         """Store the conv weights channels-last (NHWC): same results, several times faster convolutions
@@ -102,6 +168,10 @@ class GSVNet(nn.Module):
     # --- preprocessing -------------------------------------------------------------------------
     def normalise_rgb(self, frame: Tensor) -> Tensor:
         """B×3×H×W RGB 0–255 -> the keyframe net's normalised RGB input."""
+        return (frame / self.key_divisor - self.key_mean) / self.key_std
+
+    def normalise_propagation(self, frame: Tensor) -> Tensor:
+        """B×3×H×W RGB 0–255 -> RGB normalised with the flow-net/GSV statistics (still RGB order)."""
         return (frame / self.seg_divisor - self.rgb_mean) / self.rgb_std
 
     def lowres_bgr(self, frame: Tensor) -> Tensor:
@@ -112,7 +182,7 @@ class GSVNet(nn.Module):
         if frame.dtype == torch.uint8 and frame.device.type == "cpu" and cpu_kernels.available():
             return self._lowres_bgr_compiled(frame, size)
         small = shrink_uint8(frame, size) if frame.dtype == torch.uint8 else resize(frame, size)
-        return self.normalise_rgb(small).flip(1)
+        return self.normalise_propagation(small).flip(1)
 
     def _lowres_bgr_compiled(self, frame: Tensor, size: tuple[int, int]) -> Tensor:
         """lowres_bgr of a uint8 CPU frame in one compiled pass (same arithmetic, same order)."""
@@ -130,7 +200,7 @@ class GSVNet(nn.Module):
         """Raw keyframe-net logits of an RGB 0–255 frame at input scale ``scale`` (1/4 or 1/8 of it)."""
         x = resize(self.normalise_rgb(frame), keyframe_size(*frame.shape[-2:], scale))
         out = self.segnet(x.contiguous(memory_format=torch.channels_last))
-        return out[0] if isinstance(out, (tuple, list)) else out
+        return check_logits(read_logits(self.spec, out), self.num_classes, self.spec)
 
     def keyframe(self, frame: Tensor, scale: float = 0.75) -> Tensor:
         """B×3×H×W RGB 0–255 -> keyframe logits B×C×(H//8)×(W//8)."""

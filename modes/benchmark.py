@@ -1,4 +1,5 @@
-"""`--benchmark 1`: time and count FLOPs per frame type through ``VideoPredictor.step()`` (DESIGN.md §10).
+"""`--benchmark 1`: time and count FLOPs per frame type through ``VideoPredictor.step()`` (DESIGN.md §10),
+for any keyframe net ``--segnet`` names (parameters per part: keyframe net, flow net, GSV).
 
 Frame types: a keyframe at each ``--bench-scales`` scale (a predictor with key_interval=1, so every
 step is a keyframe) and a non-keyframe (a predictor whose interval never ends, after one untimed
@@ -27,32 +28,29 @@ from utils.device import resolve_device
 from utils.seed import seed_everything
 from models import cpu_kernels
 from models.gsvnet import GSVNet
+from models.keyframe_net import parse_spec
 from engine.step_timing import NONKEY_PER_ROUND, NUM_TIMING_FRAMES, WARMUP, measure_frame_types, moving_frame, stream_memory, synthetic_texture
-
-# Warm-up steps before each timed series (after the untimed FLOP-counting step). On CPU the first
-# two or three steps at a new size are several times slower (oneDNN primitive creation, page faults
-# of fresh buffers); on CUDA a few more let cuDNN autotuning (cudnn.benchmark) pick its kernels.
 
 # --- model ----------------------------------------------------------------------------------------
 def build_bench_model(cfg: Config, device: torch.device) -> tuple[GSVNet, dict]:
-    """The Config's GSVNet with whatever weights exist; random init otherwise (timing does not care).
-
-    An explicit --segnet-weights or --resume file that is missing is still an error.
+    """The Config's GSVNet (any keyframe-net spec) with whatever weights exist; random init otherwise
+    (timing does not care). An explicit --segnet-weights or --resume file that is missing is still an error.
     """
     preset = preset_of(cfg)
     resume = resolve_resume(cfg)
     seed_everything(cfg.seed)  # the same random weights every run: .labels time depends on the predictions
-    try:
-        model, _ = build_model(cfg, preset, device, load_segnet=True, resume=resume)
-        default = segnet_weights_path(cfg)
-        segnet_src = str(default) if default.is_file() else f"{resume} (segnet entry)"
-    except FileNotFoundError:
-        if cfg.segnet_weights:
-            raise
-        model, _ = build_model(cfg, preset, device, load_segnet=False, resume=resume)
+    model, parts = build_model(cfg, preset, device, resume=resume, missing_segnet="quiet")
+    default = segnet_weights_path(cfg)
+    if default is not None and default.exists():
+        segnet_src = str(default)
+    elif parts is not None and parts["segnet"] is not None:
+        segnet_src = f"{resume} (segnet entry)"
+    elif parse_spec(cfg.segnet).kind == "hf":
+        segnet_src = f"{parse_spec(cfg.segnet).target} (the hf folder's own weights)"
+    else:
         segnet_src = "random init (no weights file)"
     propagation_src = str(resume) if resume is not None else "random init (no --resume file)"
-    note = (f"keyframe net: {segnet_src}; flow + GSV: {propagation_src}. "
+    note = (f"keyframe net {model.segnet_name}: {segnet_src}; flow + GSV: {propagation_src}. "
             f"FLOPs and the network times do not depend on the weight values; the .labels time does "
             f"(only cells on class boundaries are interpolated), so it varies with weights and content.")
     return model.eval(), {"segnet": segnet_src, "propagation": propagation_src, "note": note}

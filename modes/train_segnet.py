@@ -7,9 +7,11 @@ from config.config import Config
 from engine import distributed as dist
 from engine.evaluation import evaluate_model
 from engine.runs import run_dir, write_config
-from engine.segnet_training import WEIGHT_FILES, build_segnet_context, save_segnet, train_segnet_one_epoch
+from engine.segnet_training import build_segnet_context, save_segnet, train_segnet_one_epoch, weights_name
 from engine.training import run_header, set_sampler_epoch
 from modes.job import run_job
+from models.keyframe_net import parse_spec
+
 
 def train_segnet(cfg: Config, device: torch.device) -> int:
     ctx, state = build_segnet_context(cfg, device)
@@ -34,10 +36,12 @@ def train_segnet(cfg: Config, device: torch.device) -> int:
             save_segnet(ctx, state, current, is_best)
     ctx.logger.close()
     if dist.is_main():
-        best = folder / WEIGHT_FILES[cfg.segnet].replace("segnet", "segnet_best")
-        print(f"keyframe-net weights (official {cfg.segnet} format): {folder / WEIGHT_FILES[cfg.segnet]}\n"
+        spec = parse_spec(cfg.segnet)
+        best = folder / weights_name(spec.spec, best=True)
+        form = {"builtin": "official", "hf": "save_pretrained folder"}.get(spec.kind, "plain state_dict")
+        print(f"keyframe-net weights ({spec.spec}, {form}): {folder / weights_name(spec.spec)}\n"
               f"best epoch (val mIoU {state.best_pred}): {best}\n"
-              f"next: python main.py --segnet {cfg.segnet} --dataset {cfg.dataset} --segnet-weights {best} ...")
+              f"next: python main.py --segnet {spec.spec} --dataset {cfg.dataset} --segnet-weights {best} ...")
     return 0
 
 
