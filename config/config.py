@@ -34,14 +34,18 @@ class Config:
     # --- networks -----------------------------------------------------------------------------
     segnet: str = _f("swiftnet", "Keyframe network spec: swiftnet | bisenet | pidnet_s | pidnet_m | pidnet_l | "
                                  "torchvision:<builder> | hf:<folder or hub id> | module:<dotted.path>:<factory>.")
-    segnet_mean: list = _f([], "Keyframe-net input mean R G B (generic kinds; default ImageNet).", nargs=3,
+    segnet_mean: list = _f([], "Keyframe-net input mean R G B (default: the kind's own; ImageNet for generic kinds).",
+                           nargs=3,
                            type=float)
-    segnet_std: list = _f([], "Keyframe-net input std R G B (generic kinds; default ImageNet).", nargs=3, type=float)
+    segnet_std: list = _f([], "Keyframe-net input std R G B (default: the kind's own; ImageNet for generic kinds).",
+                          nargs=3, type=float)
     segnet_input_range: int = _f(0, "Keyframe-net input scale before mean/std: 1 = RGB 0-1 (ImageNet style), "
                                     "255 = RGB 0-255; 0 = the kind's default.", choices=(0, 1, 255))
     optical_flow_network: str = _f("light", "Flow network: the paper's light net or FlowNetS.", choices=FLOW_NETS)
-    segnet_weights: str = _f("", "Keyframe-net weights (official file as downloaded, or ours). Empty: the "
-                                 "preset's path, e.g. weights/cityscapes-swnet-R18.pt; missing file = error.")
+    segnet_weights: str = _f("", "Keyframe-net weights (official file as downloaded, or ours; for hf: a "
+                                 "save_pretrained folder). Empty: built-in nets read their official file, e.g. "
+                                 "weights/cityscapes-swnet-R18.pt (missing = error); torchvision:/module: nets start "
+                                 "random with a warning; hf: nets use their folder's weights.")
     flow_weights: str = _f("", "FlowNetS weights to start from (official flownet.pth.tar); loaded non-strictly "
                                "with missing/unexpected keys reported. Unused by the light net.")
     intra: bool = _f(True, "Use the intra-frame branch of GSV. 0 = the paper's Table 4 ablation.")
@@ -104,6 +108,9 @@ class Config:
     seed: int = _f(1, "Random seed (-1: no seeding). Each rank adds its rank.")
     early_stop: bool = _f(False, "Debug: stop each loader after a few iterations (as officially).")
     max_iters: int = _f(0, "Stop each training epoch after this many iterations (0 = full epoch).")
+    time_budget: float = _f(0.0, "Stop training (either stage) once this many wall-clock seconds of training have "
+                                 "passed, after the current iteration, and save (0 = no limit). Used to give "
+                                 "keyframe nets equal budgets (`make keyframes`).")
     max_eval_samples: int = _f(0, "Evaluate only the first N annotated frames (0 = all).")
     # --- evaluation / outputs -----------------------------------------------------------------
     keyframe_only: bool = _f(False, "--evaluate: score the keyframe net alone on every annotated frame at "
