@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.keyframe_policy import SCORE_THRESHOLD, KeyframePolicy, scene_change_score
 from engine.model_builder import assemble_model
 from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
@@ -33,6 +34,7 @@ class StepOutput:
     logits: Tensor            # 1×C×(H//8)×(W//8), on the predictor's device
     is_keyframe: bool
     frame_size: tuple[int, int]
+    scene_score: float | None = None  # the adaptive policy's scene-change score of this frame (else None)
     _labels: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -46,11 +48,15 @@ class VideoPredictor:
     """Keyframe → propagate streaming predictor around a :class:`GSVNet`."""
 
     def __init__(self, model: GSVNet, key_interval: int = 3, key_scale: float = 0.75,
-                 device: str | torch.device = "cpu", fusion: str = "gsv", fold_bn: bool = True):
+                 device: str | torch.device = "cpu", fusion: str = "gsv", fold_bn: bool = True,
+                 keyframe_policy: str = "fixed", scene_threshold: float | None = None):
         """fold_bn: run a copy of ``model`` with BatchNorm folded into the convolutions (same outputs up
-        to float rounding, faster); False runs ``model`` itself (moved to ``device``, eval mode)."""
-        if key_interval < 1:
-            raise ValueError(f"key_interval must be >= 1, got {key_interval}")
+        to float rounding, faster); False runs ``model`` itself (moved to ``device``, eval mode).
+        keyframe_policy: "fixed" (a keyframe every ``key_interval`` frames, the paper's protocol) or
+        "adaptive" (also one when the 1/8 images say the scene changed; engine/keyframe_policy.py);
+        scene_threshold: the adaptive policy's threshold (None: the calibrated default)."""
+        self.policy = KeyframePolicy(key_interval, keyframe_policy,
+                                     SCORE_THRESHOLD if scene_threshold is None else scene_threshold)
         self.device = torch.device(device)
         model = model.to(self.device)
         if fold_bn:
@@ -65,7 +71,8 @@ class VideoPredictor:
                          key_interval: int = 3, key_scale: float = 0.75, device: str = "cpu",
                          flow_weights: str | None = None, fusion: str = "gsv", fold_bn: bool = True,
                          segnet_mean: Sequence[float] | None = None, segnet_std: Sequence[float] | None = None,
-                         segnet_input_range: int = 0) -> "VideoPredictor":
+                         segnet_input_range: int = 0, keyframe_policy: str = "fixed",
+                         scene_threshold: float | None = None) -> "VideoPredictor":
         """Build through engine.model_builder.assemble_model from a keyframe-net spec (any kind), its
         weights (official or ours; an hf: folder carries its own) and an official or our GSVNet checkpoint.
 
@@ -79,13 +86,13 @@ class VideoPredictor:
         if not checkpoint:
             warnings.warn("VideoPredictor: no GSVNet checkpoint given; flow net and GSV are random")
         return cls(model, key_interval=key_interval, key_scale=key_scale, device=device, fusion=fusion,
-                   fold_bn=fold_bn)
+                   fold_bn=fold_bn, keyframe_policy=keyframe_policy, scene_threshold=scene_threshold)
 
     def reset(self) -> None:
         """Forget the previous frame: the next step() is a keyframe."""
         self._index = 0
         self._prev_logits: Tensor | None = None
-        self._prev_lr: Tensor | None = None
+        self._prev_lowres: Tensor | None = None
         self._size: tuple[int, int] | None = None
 
     def _to_tensor(self, frame: np.ndarray) -> Tensor:
@@ -99,16 +106,24 @@ class VideoPredictor:
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray) -> StepOutput:
+        """Predict one RGB uint8 H×W×3 frame: a keyframe (first frame, new frame size, the policy's
+        schedule or a scene change) or a propagation step from the previous frame."""
         x = self._to_tensor(frame)
         size = (int(x.shape[-2]), int(x.shape[-1]))
-        is_key = self._prev_logits is None or size != self._size or self._index % self.key_interval == 0
+        lowres, score = None, None
+        if self._prev_logits is None or size != self._size:
+            is_key = True
+        else:
+            lowres = self.model.lowres_bgr(x)
+            if self.policy.mode == "adaptive":
+                score = scene_change_score(self._prev_lowres, lowres)
+            is_key = self.policy.is_keyframe(self._index, score)
         if is_key:
             self._index = 0
             logits = self.model.keyframe(x.float(), self.key_scale)
-            lowres = self.model.lowres_bgr(x)
+            lowres = self.model.lowres_bgr(x) if lowres is None else lowres
         else:
-            lowres = self.model.lowres_bgr(x)
-            logits = self.model.propagate(self._prev_logits, self._prev_lr, lowres, self.fusion)
-        self._prev_logits, self._prev_lr, self._size = logits, lowres, size
+            logits = self.model.propagate(self._prev_logits, self._prev_lowres, lowres, self.fusion)
+        self._prev_logits, self._prev_lowres, self._size = logits, lowres, size
         self._index += 1
-        return StepOutput(logits=logits, is_keyframe=is_key, frame_size=size)
+        return StepOutput(logits=logits, is_keyframe=is_key, frame_size=size, scene_score=score)

@@ -95,5 +95,5 @@ def test_memory_stays_flat_while_streaming():
     held = []
     for frame in frames:
         p.step(frame)
-        held.append(sum(t.numel() for t in (p._prev_logits, p._prev_lr)))
+        held.append(sum(t.numel() for t in (p._prev_logits, p._prev_lowres)))
     assert len(set(held)) == 1
