@@ -27,5 +27,9 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) main.py --benchmark 1 --bench-stream-frames 300
 
+# Keyframe nets compared under equal training budgets (SwiftNet-R18, PIDNet-S, a torchvision net): results/keyframes.{md,png}
+keyframes: $(STAMP)
+	$(PY) -m tools.keyframes
+
 clean-demo:
 	rm -rf data/synthetic logs/run/synthetic logs/summary/synthetic results/demo*

@@ -12,6 +12,10 @@ Optimizer: SGD (Nesterov, momentum 0.9, weight decay on all groups) over the gro
 frozen ideal-delay kernels are not in it. ``StepLR(--step-scheduler, --lr-gamma)`` steps every
 iteration. ``--epoch`` is the total number of epochs: a resumed run continues up to it.
 
+``--time-budget S`` (engine.segnet_training.TimeBudget, shared with the keyframe-net stage): an epoch
+ends after the iteration in which the training time reaches S seconds; modes/train.py then validates,
+saves and stops.
+
 Distributed: DDP on the flow net and the GSV separately (SyncBatchNorm on GPU; torch
 has none for CPU, where BN buffers are broadcast from rank 0 instead); ``model`` stays the plain
 GSVNet (``model_without_ddp``), ``train_model`` is a GSVNet shell around the DDP modules. Only rank 0
@@ -19,7 +23,7 @@ prints, logs and saves.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ from engine.keyframe_cache import KeyframeCache, clip_keys
 from engine.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
 from engine.model_builder import build_model
 from engine.runs import preset_of, resolve_resume, run_dir, summary_dir
+from engine.segnet_training import TimeBudget
 from engine.training import (LOG_EVERY, TrainState, batch_schedule, build_train_loaders, loader_limit, set_train_mode,
                              set_trainable, wrap_ddp)
 from models.checkpoints import FORMAT, gsvnet_checkpoint
@@ -66,6 +71,7 @@ class TrainContext:
     loaders: dict[int, DataLoader]
     logger: RunLogger
     cache: KeyframeCache | None = None  # --cache-keyframes 1: frozen keyframe-net outputs per clip
+    budget: TimeBudget = field(default_factory=lambda: TimeBudget(0))  # --time-budget
 
 
 def build_optimizer(model: GSVNet, cfg: Config) -> torch.optim.Optimizer:
@@ -167,7 +173,7 @@ def train_one_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> dict[st
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=ctx.device)
     sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0}
     bar = tqdm(schedule, desc=f"epoch {epoch}", unit="it", dynamic_ncols=True, disable=not dist.is_main())
-    batch, logits = None, None
+    batch, logits, done = None, None, 0
     for i, k in enumerate(bar):
         batch = next_batch(iterators[k], f"loading a training batch (k={k})")
         parts, logits = train_step(ctx, batch, f"epoch {epoch}, iteration {i}, distance k={k}")
@@ -180,15 +186,18 @@ def train_one_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> dict[st
             lrs = {f"lr/{g['name']}": g["lr"] for g in ctx.optimizer.param_groups}
             ctx.logger.scalars({"loss/train": parts["loss"], "loss/ce": parts["ce"], "loss/kl": parts["kl"], **lrs},
                                state.step, epoch=epoch, event="train", distance=k)
+        done = i + 1
+        if ctx.budget.exhausted():
+            break
     bar.close()
     if batch is not None:
         log_predictions(ctx, batch, logits, state.step)
-    stats = torch.tensor([sums["loss"], sums["ce"], sums["kl"], len(schedule)], dtype=torch.float64)
+    stats = torch.tensor([sums["loss"], sums["ce"], sums["kl"], done], dtype=torch.float64)
     dist.all_reduce_sum(stats)
     dist.all_reduce_sum(cm)
     n = max(stats[3].item(), 1.0)
     return {"train/loss": stats[0].item() / n, "train/ce": stats[1].item() / n, "train/kl": stats[2].item() / n,
-            "train/miou": 100 * miou(cm), "iterations": len(schedule)}
+            "train/miou": 100 * miou(cm), "iterations": done}
 
 
 def best_score(metrics: dict) -> float | None:
@@ -257,5 +266,5 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
     ctx = TrainContext(cfg, preset, device, model, train_model, optimizer, scheduler, make_scaler(device, cfg.amp),
                        class_weight_tensor(cfg, preset, device), loaders, logger,
-                       KeyframeCache() if cfg.cache_keyframes else None)
+                       KeyframeCache() if cfg.cache_keyframes else None, TimeBudget(cfg.time_budget))
     return ctx, restore_training_state(parts, resume, ctx), resume

@@ -12,6 +12,10 @@ system can be trained from scratch: first this stage, then propagation training 
   augmentation as propagation training; the crop is fed at its own resolution.
 - Optimizer: Adam (weight decay 1e-4) with poly decay ``lr = --segnet-lr · (1 − it/total)^0.9`` per
   iteration; SGD (Nesterov, --weight-decay) only if the config has ``segnet_optim = "sgd"``.
+- ``--time-budget S`` (TimeBudget): the run stops after the iteration in which its training time
+  reaches S seconds, then validates and saves as at the end of an epoch. The poly decay then follows
+  whichever runs out first, iterations or seconds (progress = max(it/total, spent/S)), so a run cut by
+  the budget still ends at a low learning rate, as a finished schedule does.
 - Loss: PIDNet: engine.pidnet_loss (aux, main, boundary and boundary-guided terms); the others: CE of
   the main logits at label resolution (+ CE of BiSeNet's two auxiliary heads). Class weights of the
   preset with --class-weights 1.
@@ -26,8 +30,10 @@ system can be trained from scratch: first this stage, then propagation training 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,9 +72,57 @@ ADAM_WEIGHT_DECAY = 1e-4
 CHECKPOINT = "segnet_checkpoint.pth.tar"
 
 
-def poly_factor(step: int, total: int, power: float = POLY_POWER) -> float:
-    """Poly LR multiplier at iteration ``step`` of ``total`` (1 at 0, 0 at total)."""
-    return max(0.0, 1.0 - step / max(total, 1)) ** power
+def poly_factor(step: int, total: int, power: float = POLY_POWER, time_fraction: float = 0.0) -> float:
+    """Poly LR multiplier at iteration ``step`` of ``total`` (1 at 0, 0 at total); with a time budget,
+    at the larger of ``step/total`` and ``time_fraction`` (the budget's share spent)."""
+    progress = max(step / max(total, 1), time_fraction)
+    return max(0.0, 1.0 - progress) ** power
+
+
+class TimeBudget:
+    """``--time-budget``: seconds of training one invocation may spend (0 = no limit).
+
+    Only time inside ``counting()`` blocks is spent (the training epochs, and flow pre-training in the
+    propagation stage), not validation or saving, so nets whose validation is slower still get the
+    same training time. ``exhausted()``, called after every iteration, reads the clock; when
+    distributed the ranks agree on their mean reading (one all-reduce), so all stop at the same
+    iteration and see the same ``fraction()`` (the LR schedule must not differ between ranks).
+    A resumed run starts a new budget.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = max(float(seconds), 0.0)
+        self.spent = 0.0  # seconds in finished counting() blocks
+        self.agreed = 0.0  # the clock as of the last exhausted() (mean over ranks)
+        self.stopped = False  # the budget ran out (the epoch loop then ends early)
+        self._since: float | None = None
+
+    @contextlib.contextmanager
+    def counting(self):
+        self._since = time.perf_counter()
+        try:
+            yield self
+        finally:
+            self.spent += time.perf_counter() - self._since
+            self._since = None
+
+    def fraction(self) -> float:
+        """Share of the budget spent as of the last exhausted() (0 without a budget)."""
+        return self.agreed / self.seconds if self.seconds > 0 else 0.0
+
+    def exhausted(self) -> bool:
+        """Read the clock; True once the budget is spent. Collective when distributed and a budget is set."""
+        if self.seconds <= 0:
+            return False
+        running = time.perf_counter() - self._since if self._since is not None else 0.0
+        clock = torch.tensor([self.spent + running], dtype=torch.float64)
+        self.agreed = dist.all_reduce_sum(clock).item() / dist.world_size()
+        self.stopped = self.agreed >= self.seconds
+        return self.stopped
+
+    def note(self, steps: int, epoch: int) -> str:
+        return (f"time budget reached: {self.agreed:.1f} s of training (--time-budget {self.seconds:g}) after "
+                f"{steps} iterations in all, in epoch {epoch}; stopped there")
 
 
 def _is_pidnet(spec: str) -> bool:
@@ -86,7 +140,7 @@ def weights_name(spec: str, best: bool = False) -> str:
 
 
 def official_weights(segnet: str, state_dict: dict) -> dict | object:
-    """The object the official code saves/loads for this keyframe net (DESIGN.md §5); a plain state_dict
+    """The object the official code saves/loads for this keyframe net (docs/formats.md); a plain state_dict
     for kinds without an official format."""
     sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}  # no channels-last strides on disk
     if _is_pidnet(segnet):
@@ -119,6 +173,7 @@ class SegnetContext:
     class_weight: torch.Tensor | None
     loader: DataLoader
     logger: RunLogger
+    budget: TimeBudget
 
 
 def build_segnet_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
@@ -188,21 +243,24 @@ def train_segnet_one_epoch(ctx: SegnetContext, epoch: int, state: TrainState) ->
     num_classes = ctx.preset.num_classes
     ctx.model.segnet.train()  # evaluation leaves it in eval mode
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=ctx.device)
-    total, count = 0.0, iterations_per_epoch(ctx.cfg, ctx.loader)
+    total, count = 0.0, iterations_per_epoch(ctx.cfg, ctx.loader)  # fewer if ctx.budget runs out
     iterator = iter(ctx.loader)
     bar = tqdm(range(count), desc=f"segnet epoch {epoch}", unit="it", dynamic_ncols=True, disable=not dist.is_main())
+    done = 0
     for i in bar:
         batch = next_batch(iterator, "loading a training batch")
         loss, main = segnet_step(ctx, batch, f"epoch {epoch}, iteration {i}")
         state.step += 1
-        total += loss
+        done, total = i + 1, total + loss
         cm += confusion_matrix(main.argmax(1), batch["label"].to(ctx.device), num_classes, ctx.preset.ignore_index)
         bar.set_postfix(loss=f"{total / (i + 1):.3f}", mIoU=f"{100 * miou(cm):.1f}")
         if i % 10 == 0:
             ctx.logger.scalars({"segnet/loss": loss, "lr/segnet": ctx.optimizer.param_groups[0]["lr"]}, state.step,
                                epoch=epoch, event="train")
+        if ctx.budget.exhausted():
+            break
     bar.close()
-    stats = torch.tensor([total, count], dtype=torch.float64)
+    stats = torch.tensor([total, done], dtype=torch.float64)
     dist.all_reduce_sum(stats)
     dist.all_reduce_sum(cm)
     return {"segnet/train_loss": stats[0].item() / max(stats[1].item(), 1.0), "segnet/train_miou": 100 * miou(cm)}
@@ -244,10 +302,12 @@ def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetConte
     seed_everything(cfg.seed, dist.rank())
     optimizer = build_segnet_optimizer(cfg, model.segnet.parameters())
     total = max(1, cfg.epoch * iterations_per_epoch(cfg, loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_factor(step, total))
+    budget = TimeBudget(cfg.time_budget)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: poly_factor(step, total, time_fraction=budget.fraction()))
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
     ctx = SegnetContext(cfg, preset, device, model, model.segnet, optimizer, scheduler, make_scaler(device, cfg.amp),
-                        class_weight_tensor(cfg, preset, device), loader, logger)
+                        class_weight_tensor(cfg, preset, device), loader, logger, budget)
     state = restore(ctx, path)  # before DDP: its constructor broadcasts rank 0's (restored) weights
     ctx.train_net = wrap_ddp(model.segnet, device)
     return ctx, state

@@ -26,6 +26,7 @@ from models.gsvnet import keyframe_normalisation, normalisation_dict
 from models.keyframe_net import parse_spec, propagation_normalisation
 from models.pidnet import HEAD_PREFIXES
 from models.pidnet_weights import load_pidnet_weights
+from models.state_dicts import load_strict, plain_state_dict, segnet_state_dict
 from utils.checkpoint import load_file
 
 GSV_PREFIX = "grm."  # the official End2End wrapper stores the GSV module as `self.grm`
@@ -35,51 +36,12 @@ FORMAT = "gsvnet-repro/1"
 MODEL_ARGS = ("segnet", "num_classes", "flow", "intra", "keyframe_normalisation", "propagation_normalisation")
 
 
-def _plain_state_dict(sd: Mapping[str, Any], path: str, what: str) -> "OrderedDict[str, torch.Tensor]":
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path}: the {what} entry is not a state_dict of tensors")
-    out = OrderedDict()
-    for k, v in sd.items():
-        k = k[len("module."):] if k.startswith("module.") else k  # saved from a DDP/DataParallel wrapper
-        # float32 counters (seen in third-party checkpoints) are cast back to the int64 torch expects
-        out[k] = v.long() if k.endswith("num_batches_tracked") else v
-    return out
-
-
-def load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str, path: str) -> None:
-    """load_state_dict(strict=True), but failing with every missing/unexpected/mis-shaped key named."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        lines = [f"{path}: the {what} weights do not fit the model"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if items:
-                shown = items[:20] + ([f"... ({len(items) - 20} more)"] if len(items) > 20 else [])
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(shown))
-        raise ValueError("\n".join(lines))
-    module.load_state_dict(sd, strict=True)
-
-
-def segnet_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
-    """The keyframe-net state_dict of an official SwiftNet/BiSeNet file or of one of our checkpoints."""
-    obj = load_file(path)
-    if isinstance(obj, Mapping) and "segnet_state_dict" in obj:
-        return _plain_state_dict(obj["segnet_state_dict"], path, "segnet_state_dict")
-    for key in ("state_dict", "model"):  # BiSeNet: {'state_dict'|'model': sd}
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            return _plain_state_dict(obj[key], path, key)
-    return _plain_state_dict(obj, path, "raw state_dict")
-
-
 def load_flow_weights(flow_net: nn.Module, path: str) -> None:
     """FlowNetS start weights (official flownet.pth.tar, a raw state_dict or {'state_dict': sd}), loaded
     non-strictly as officially, but with every missing/unexpected key reported in a warning."""
     obj = load_file(path)
     sd = obj["state_dict"] if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping) else obj
-    result = flow_net.load_state_dict(_plain_state_dict(sd, path, "flow"), strict=False)
+    result = flow_net.load_state_dict(plain_state_dict(sd, path, "flow"), strict=False)
     if result.missing_keys or result.unexpected_keys:
         warnings.warn(f"{path}: flow weights loaded non-strictly; missing {result.missing_keys}, "
                       f"unexpected {result.unexpected_keys}")
@@ -96,7 +58,7 @@ def gsvnet_parts(path: str) -> dict[str, Any]:
     if not isinstance(obj, Mapping) or "state_dict" not in obj:
         raise ValueError(f"{path}: not a GSVNet checkpoint (expected a dict with 'state_dict' = grm.* GSV "
                          f"weights and 'state_dict_of' = flow weights)")
-    gsv = _plain_state_dict(obj["state_dict"], path, "state_dict")
+    gsv = plain_state_dict(obj["state_dict"], path, "state_dict")
     if not all(k.startswith(GSV_PREFIX) for k in gsv):
         odd = [k for k in gsv if not k.startswith(GSV_PREFIX)][:5]
         raise ValueError(f"{path}: 'state_dict' keys must start with '{GSV_PREFIX}' (GSV module), got e.g. {odd}")
@@ -106,8 +68,8 @@ def gsvnet_parts(path: str) -> dict[str, Any]:
     config = obj.get("config")
     return {
         "gsv": gsv,
-        "flow": _plain_state_dict(flow, path, "state_dict_of") if flow is not None else None,
-        "segnet": _plain_state_dict(segnet, path, "segnet_state_dict") if segnet is not None else None,
+        "flow": plain_state_dict(flow, path, "state_dict_of") if flow is not None else None,
+        "segnet": plain_state_dict(segnet, path, "segnet_state_dict") if segnet is not None else None,
         "epoch": int(obj.get("epoch", 0)),
         "best_pred": obj.get("best_pred"),
         "config": dict(config) if isinstance(config, Mapping) else None,
@@ -203,7 +165,7 @@ def load_keyframe_weights(net: nn.Module, spec: str, path: str, *, partial_backb
     if parsed.kind == "builtin" and parsed.target.startswith("pidnet"):
         obj = load_file(path)
         if isinstance(obj, Mapping) and "segnet_state_dict" in obj:  # one of our checkpoints
-            load_keyframe_state(net, spec, _plain_state_dict(obj["segnet_state_dict"], path, "segnet_state_dict"), path)
+            load_keyframe_state(net, spec, plain_state_dict(obj["segnet_state_dict"], path, "segnet_state_dict"), path)
         else:
             load_pidnet_weights(net, path, allow_partial_backbone=partial_backbone)
         return

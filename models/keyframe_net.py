@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from models.bisenet import IMAGENET_MEAN, IMAGENET_STD, BiSeNet
+from models.state_dicts import load_strict, segnet_state_dict
 from models.swiftnet import SWIFTNET_MEAN, SWIFTNET_STD, SwiftNet
 
 KINDS = ("builtin", "torchvision", "hf", "module")
@@ -267,7 +268,6 @@ def build_keyframe_net(spec: KeyframeNetSpec | str, num_classes: int, *, weights
         raise ValueError(f"keyframe net spec {parsed.spec!r}: a weights file is not taken here ({where})")
     net = _BUILDERS[parsed.kind](parsed, num_classes, training_form)
     if weights is not None:
-        from models.checkpoints import load_strict, segnet_state_dict  # lazy: checkpoints may build nets
         load_strict(net, segnet_state_dict(weights), f"keyframe net {parsed.spec}", str(weights))
     return net
 

@@ -1,4 +1,8 @@
-"""Default mode: train the flow net + GSV (engine/propagation_training.py), one or many processes."""
+"""Default mode: train the flow net + GSV (engine/propagation_training.py), one or many processes.
+
+``--time-budget S``: flow pre-training and the training epochs spend the budget; the epoch in which it
+runs out ends after that iteration, is validated (whatever --eval-interval says) and saved, and the run
+stops there. Flow pre-training itself is never cut: its iterations are fixed by --pretrain-flow-iters."""
 from __future__ import annotations
 
 import torch
@@ -17,12 +21,14 @@ def train(cfg: Config, device: torch.device) -> int:
         write_config(cfg, run_dir(cfg), world_size=dist.world_size(), resumed_from=str(resume) if resume else None)
         print(run_header(cfg, "propagation training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
     if cfg.pretrain_flow != "none":
-        maybe_pretrain_flow(ctx, resume)
+        with ctx.budget.counting():
+            maybe_pretrain_flow(ctx, resume)
     for epoch in range(state.epoch, cfg.epoch):
         set_sampler_epoch(ctx.loaders, epoch)
-        stats = train_one_epoch(ctx, epoch, state)
+        with ctx.budget.counting():
+            stats = train_one_epoch(ctx, epoch, state)
         ctx.logger.scalars(stats, state.step, epoch=epoch, event="epoch")
-        evaluate = (epoch + 1) % max(cfg.eval_interval, 1) == 0 or epoch + 1 == cfg.epoch
+        evaluate = (epoch + 1) % max(cfg.eval_interval, 1) == 0 or epoch + 1 == cfg.epoch or ctx.budget.stopped
         current = evaluate_epoch(ctx, epoch, state) if evaluate else None
         # the first evaluation always yields a model_best, even if its score is undefined
         is_best = evaluate and (state.best_pred is None or (current is not None and current > state.best_pred))
@@ -30,6 +36,10 @@ def train(cfg: Config, device: torch.device) -> int:
         state.epoch = epoch + 1
         with dist.fail_together("saving the checkpoint"):
             save_checkpoints(ctx, state, current, is_best)
+        if ctx.budget.stopped:
+            if dist.is_main():
+                print(ctx.budget.note(state.step, epoch))
+            break
     ctx.logger.close()
     if dist.is_main():
         print(f"done after epoch {state.epoch} of {cfg.epoch}: {run_dir(cfg) / 'checkpoint.pth.tar'} "

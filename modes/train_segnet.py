@@ -1,4 +1,7 @@
-"""``--train-segnet 1``: train the keyframe net (engine/segnet_training.py), one or many processes."""
+"""``--train-segnet 1``: train the keyframe net (engine/segnet_training.py), one or many processes.
+
+``--time-budget S``: the epoch in which the training time reaches S seconds ends after that iteration,
+is validated and saved like any epoch, and the run stops there."""
 from __future__ import annotations
 
 import torch
@@ -21,7 +24,8 @@ def train_segnet(cfg: Config, device: torch.device) -> int:
         print(run_header(cfg, "keyframe-net training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
     for epoch in range(state.epoch, cfg.epoch):
         set_sampler_epoch({0: ctx.loader}, epoch)
-        stats = train_segnet_one_epoch(ctx, epoch, state)
+        with ctx.budget.counting():
+            stats = train_segnet_one_epoch(ctx, epoch, state)
         metrics = evaluate_model(ctx.model, cfg, ctx.preset, device, distances=[0], key_scale=cfg.key_scale,
                                  fusion="copy", progress=True, purpose="select")
         current = metrics["per_distance"]["0"]["miou"]
@@ -34,6 +38,10 @@ def train_segnet(cfg: Config, device: torch.device) -> int:
                   f"{cfg.key_scale}) {'-' if current is None else f'{current:.2f}'}")
         with dist.fail_together("saving the keyframe-net weights"):
             save_segnet(ctx, state, current, is_best)
+        if ctx.budget.stopped:
+            if dist.is_main():
+                print(ctx.budget.note(state.step, epoch))
+            break
     ctx.logger.close()
     if dist.is_main():
         spec = parse_spec(cfg.segnet)
