@@ -12,7 +12,7 @@ Optimizer: SGD (Nesterov, momentum 0.9, weight decay on all groups) over the gro
 frozen ideal-delay kernels are not in it. ``StepLR(--step-scheduler, --lr-gamma)`` steps every
 iteration. ``--epoch`` is the total number of epochs: a resumed run continues up to it.
 
-``--time-budget S`` (engine.segnet_training.TimeBudget, shared with the keyframe-net stage): an epoch
+``--time-budget S`` (engine.training.TimeBudget, shared with the keyframe-net stage): an epoch
 ends after the iteration in which the training time reaches S seconds; modes/train.py then validates,
 saves and stops.
 
@@ -40,9 +40,8 @@ from engine.keyframe_cache import KeyframeCache, clip_keys
 from engine.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
 from engine.model_builder import build_model
 from engine.runs import preset_of, resolve_resume, run_dir, summary_dir
-from engine.segnet_training import TimeBudget
-from engine.training import (LOG_EVERY, TrainState, batch_schedule, build_train_loaders, loader_limit, set_train_mode,
-                             set_trainable, wrap_ddp)
+from engine.training import (LOG_EVERY, TimeBudget, TrainState, batch_schedule, build_train_loaders, loader_limit,
+                             next_batch, set_train_mode, set_trainable, wrap_ddp)
 from models.checkpoints import FORMAT, gsvnet_checkpoint
 from models.gsvnet import GSVNet, lowres_size
 from models.labels import logits_to_labels
@@ -52,7 +51,6 @@ from utils.logging import RunLogger, write_json
 from utils.metrics import confusion_matrix, miou
 from utils.seed import seed_everything
 from utils.visualize import colorize, hstack
-from engine.training import next_batch
 
 ADAM_WEIGHT_DECAY = 1e-4  # the official --optim adam setting
 

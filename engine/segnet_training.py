@@ -30,10 +30,8 @@ system can be trained from scratch: first this stage, then propagation training 
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +49,7 @@ from engine.losses import (autocast, class_weight_tensor, make_scaler, segnet_lo
                            stop_if_non_finite, upsample_to)
 from engine.model_builder import assemble_model, config_norm_args
 from engine.pidnet_loss import pidnet_loss
-from engine.training import TrainState, build_train_loaders, loader_limit, next_batch, wrap_ddp
+from engine.training import TimeBudget, TrainState, build_train_loaders, loader_limit, next_batch, wrap_ddp
 from models.gsvnet import GSVNet, normalisation_dict
 from models.keyframe_net import parse_spec, read_logits
 from models.pidnet_weights import NETWORK_PREFIX
@@ -77,52 +75,6 @@ def poly_factor(step: int, total: int, power: float = POLY_POWER, time_fraction:
     at the larger of ``step/total`` and ``time_fraction`` (the budget's share spent)."""
     progress = max(step / max(total, 1), time_fraction)
     return max(0.0, 1.0 - progress) ** power
-
-
-class TimeBudget:
-    """``--time-budget``: seconds of training one invocation may spend (0 = no limit).
-
-    Only time inside ``counting()`` blocks is spent (the training epochs, and flow pre-training in the
-    propagation stage), not validation or saving, so nets whose validation is slower still get the
-    same training time. ``exhausted()``, called after every iteration, reads the clock; when
-    distributed the ranks agree on their mean reading (one all-reduce), so all stop at the same
-    iteration and see the same ``fraction()`` (the LR schedule must not differ between ranks).
-    A resumed run starts a new budget.
-    """
-
-    def __init__(self, seconds: float):
-        self.seconds = max(float(seconds), 0.0)
-        self.spent = 0.0  # seconds in finished counting() blocks
-        self.agreed = 0.0  # the clock as of the last exhausted() (mean over ranks)
-        self.stopped = False  # the budget ran out (the epoch loop then ends early)
-        self._since: float | None = None
-
-    @contextlib.contextmanager
-    def counting(self):
-        self._since = time.perf_counter()
-        try:
-            yield self
-        finally:
-            self.spent += time.perf_counter() - self._since
-            self._since = None
-
-    def fraction(self) -> float:
-        """Share of the budget spent as of the last exhausted() (0 without a budget)."""
-        return self.agreed / self.seconds if self.seconds > 0 else 0.0
-
-    def exhausted(self) -> bool:
-        """Read the clock; True once the budget is spent. Collective when distributed and a budget is set."""
-        if self.seconds <= 0:
-            return False
-        running = time.perf_counter() - self._since if self._since is not None else 0.0
-        clock = torch.tensor([self.spent + running], dtype=torch.float64)
-        self.agreed = dist.all_reduce_sum(clock).item() / dist.world_size()
-        self.stopped = self.agreed >= self.seconds
-        return self.stopped
-
-    def note(self, steps: int, epoch: int) -> str:
-        return (f"time budget reached: {self.agreed:.1f} s of training (--time-budget {self.seconds:g}) after "
-                f"{steps} iterations in all, in epoch {epoch}; stopped there")
 
 
 def _is_pidnet(spec: str) -> bool:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import main as cli
-from engine.segnet_training import TimeBudget, poly_factor
+from engine.segnet_training import poly_factor
+from engine.training import TimeBudget
 from models.swiftnet import SwiftNet
 from tools import keyframes
 from utils.checkpoint import load_file
