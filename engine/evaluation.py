@@ -9,6 +9,9 @@ to the label's own resolution and scored. One int64 confusion matrix per k, summ
 Distributed: each rank evaluates its own contiguous block of samples (``shard_indices``: nothing
 padded or duplicated, unlike DistributedSampler), then the matrices are all-reduced once; every rank
 returns the same metrics, only rank 0 prints and writes.
+
+The temporal consistency that ``--evaluate 1`` reports beside these (engine/temporal_evaluation.py)
+streams its own 5-frame snippets with ``clip_logits``; validation during training does not compute it.
 """
 from __future__ import annotations
 

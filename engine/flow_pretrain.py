@@ -2,7 +2,7 @@
 
 ``--pretrain-flow dis``: target = OpenCV DIS optical flow computed on the fly (in the DataLoader
 workers) on the augmented training clips, backward: ``calc(current, previous)`` so that
-current(p) ≈ previous(p + flow(p)), the convention of ``models.warp.warp``.
+current(p) ≈ previous(p + flow(p)), the convention of ``models.warp.warp`` (``dis_target_flow``).
 ``--pretrain-flow true``: target = the synthetic generator's saved true backward flow
 (``extras/{split}/{city}/{stem}_flow.npy``, H×W×2, same convention, with ``_valid.png`` masks), on
 un-augmented full frames (the saved flow would have to be transformed with the clip otherwise).
@@ -30,16 +30,17 @@ from dataset.cityscapes import clip_frame_names
 from dataset.synthetic import extras_paths, read_marker
 from engine import distributed as dist
 from engine.runs import data_root, run_dir
+from utils.optical_flow import DIS_PRESET, dis_flow, to_gray
 
 PRETRAIN_LR = 1e-3
 
 
-def dis_backward_flow(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """DIS flow of two RGB uint8 H×W×3 frames -> float32 H×W×2 (x, y) with current(p) ≈ previous(p + flow(p))."""
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    cur = cv2.cvtColor(np.ascontiguousarray(current), cv2.COLOR_RGB2GRAY)
-    prev = cv2.cvtColor(np.ascontiguousarray(previous), cv2.COLOR_RGB2GRAY)
-    return dis.calc(cur, prev, None)
+def dis_target_flow(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The ``--pretrain-flow dis`` target of two RGB uint8 H×W×3 frames: float32 H×W×2 (x, y) with
+    current(p) ≈ previous(p + flow(p)), one DIS call (utils.optical_flow, preset DIS_PRESET). No
+    forward-backward check here (every pixel counts, as before); utils.optical_flow.dis_backward_flow
+    (prev, cur) adds it at twice the cost."""
+    return dis_flow(to_gray(current), to_gray(previous), DIS_PRESET)
 
 
 def lowres_flow(flow: Tensor, valid: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -97,7 +98,7 @@ class FlowPairs(Dataset):
             flow, valid = self._true(sample["name"], frames.shape[0])
         else:
             rgb = frames.permute(0, 2, 3, 1).numpy()
-            flow = np.stack([dis_backward_flow(rgb[t], rgb[t - 1]) for t in range(1, len(rgb))])
+            flow = np.stack([dis_target_flow(rgb[t], rgb[t - 1]) for t in range(1, len(rgb))])
             valid = np.ones(flow.shape[:3], dtype=bool)
         return {"frames": frames, "flow": torch.from_numpy(flow).permute(0, 3, 1, 2).contiguous(),
                 "valid": torch.from_numpy(valid)}

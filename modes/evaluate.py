@@ -1,5 +1,6 @@
-"""``--evaluate 1``: avg/min mIoU per keyframe interval (engine/evaluation.py), printed and written as
-metrics.json + config.json into logs/run/{dataset}/{segnet}_{checkname}/eval_{name}/."""
+"""``--evaluate 1``: avg/min mIoU per keyframe interval (engine/evaluation.py) and the temporal consistency
+of the predictions (engine/temporal_evaluation.py; ``--temporal-consistency 0`` skips it), printed and
+written as metrics.json + config.json into logs/run/{dataset}/{segnet}_{checkname}/eval_{name}/."""
 from __future__ import annotations
 
 import sys
@@ -14,6 +15,7 @@ from engine.evaluation import eval_datasets, eval_distances, evaluate_model
 from engine.model_builder import build_model
 from engine.runs import pred_dir, preset_of, resolve_resume, run_dir, write_config
 from engine.save_results import commit_staged, discard_staged, staging_dir
+from engine.temporal_evaluation import evaluate_temporal_consistency, tc_dataset, tc_enabled
 from modes.job import run_job
 from utils.logging import write_json
 from utils.metrics import format_table
@@ -43,10 +45,24 @@ def _describe(cfg: Config, metrics: dict, resume: Path | None) -> str:
             f"key scale {metrics['key_scale']} | checkpoint: {resume or 'none'}\nsamples: {samples}")
 
 
+def _measure(model, cfg: Config, preset, device, distances: list[int], save_dir) -> dict:
+    """metrics.json's dict: mIoU per distance and interval, then TC (None with --temporal-consistency 0)."""
+    fusion = "copy" if cfg.keyframe_only else cfg.fusion
+    metrics = evaluate_model(model, cfg, preset, device, distances=distances, key_scale=cfg.eval_scale,
+                             fusion=fusion, save_dir=save_dir, progress=True)
+    metrics["keyframe_only"] = bool(cfg.keyframe_only)
+    metrics["temporal_consistency"] = (
+        evaluate_temporal_consistency(model, cfg, preset, device, key_scale=cfg.eval_scale, fusion=fusion,
+                                      keyframe_only=bool(cfg.keyframe_only)) if tc_enabled(cfg) else None)
+    return metrics
+
+
 def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
     preset = preset_of(cfg)
     distances = eval_distances(cfg)
     eval_datasets(cfg, preset, distances)  # a missing dataset fails here, before the model loads
+    if tc_enabled(cfg):
+        tc_dataset(cfg, preset)
     resume = resolve_resume(cfg)
     if resume is None and not cfg.keyframe_only and cfg.fusion != "copy" and dist.is_main():
         print(RANDOM_WARNING, file=sys.stderr, flush=True)
@@ -59,10 +75,7 @@ def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
         staging.mkdir(parents=True)
     dist.barrier()
     try:
-        metrics = evaluate_model(model, cfg, preset, device, distances=distances, key_scale=cfg.eval_scale,
-                                 fusion="copy" if cfg.keyframe_only else cfg.fusion,
-                                 save_dir=staging if saving else None, progress=True)
-        metrics["keyframe_only"] = bool(cfg.keyframe_only)
+        metrics = _measure(model, cfg, preset, device, distances, staging if saving else None)
         dist.barrier()  # every rank's predictions are on disk
     except BaseException:
         if saving and dist.is_main():
@@ -85,7 +98,8 @@ def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
 
 
 def run_evaluation(cfg: Config) -> int:
-    """``--evaluate 1``: evaluate once, print the table, write metrics.json + config.json into
-    logs/run/{dataset}/{segnet}_{checkname}/eval_{ResFolderName or time stamp}/. Returns the exit code:
-    0, or 1 with a one-line error naming the problem (missing dataset/checkpoint, corrupt file)."""
+    """``--evaluate 1``: evaluate once (mIoU, and TC unless ``--temporal-consistency 0``), print the table,
+    write metrics.json + config.json into logs/run/{dataset}/{segnet}_{checkname}/eval_{ResFolderName or
+    time stamp}/. Returns the exit code: 0, or 1 with a one-line error naming the problem (missing
+    dataset/checkpoint, corrupt file)."""
     return run_job(cfg, _evaluate_and_publish)

@@ -169,6 +169,12 @@ def test_metrics_equal_independent_confusion_matrices(env, capsys, fusion, batch
     check_metrics(metrics, cms)
     assert metrics["num_samples"] == {str(k): NUM_VAL for k in distances}
     assert "avg mIoU" in out.out and "min mIoU" in out.out and "RANDOMLY" not in out.err
+    # temporal consistency, on by default: frames GT-4..GT of each snippet, the generator's true flow
+    # (its value is checked against an independent computation in tests/test_temporal_eval.py)
+    tc = metrics["temporal_consistency"]
+    assert (tc["flow"], tc["frames"], tc["pairs"], tc["snippets"]) == ("true", 5, 4 * NUM_VAL, NUM_VAL)
+    assert 0 < tc["miou"] <= 100 and 0 < tc["miou_unmasked"] <= 100 and 0 < tc["excluded_fraction"] < 1
+    assert "TC (%)" in out.out and "true flow" in out.out
 
 
 def test_copy_baseline_is_the_keyframe_prediction_and_warns_nothing(env, capsys):
@@ -214,6 +220,7 @@ def test_random_propagation_weights_warn_loudly(env, capsys):
     assert "RANDOMLY INITIALISED" in out.err
     metrics = json.loads((eval_dir(env, "random") / "metrics.json").read_text())
     assert metrics["num_samples"] == {"1": 1} and metrics["intervals"] == {}
+    assert metrics["temporal_consistency"]["snippets"] == 1  # --max-eval-samples cuts TC's snippets too
 
 
 def test_save_res_writes_labelids_cityscapesscripts_scores(env, capsys, monkeypatch):

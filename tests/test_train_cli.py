@@ -19,7 +19,7 @@ import engine.propagation_training as propagation_training
 import modes.train as trainer
 import main as cli
 from utils.seed import seed_everything
-from engine.flow_pretrain import dis_backward_flow, endpoint_error, lowres_flow
+from engine.flow_pretrain import dis_target_flow as dis_backward_flow, endpoint_error, lowres_flow
 from engine.predictor import VideoPredictor
 from models.bisenet import BiSeNet
 from models.checkpoints import FORMAT, gsvnet_parts

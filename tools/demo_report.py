@@ -136,16 +136,35 @@ def _cell(x) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
+def tc_cell(metrics: dict) -> str:
+    """The TC column: masked TC (%) of metrics["temporal_consistency"], "—" when it was not computed."""
+    tc = metrics.get("temporal_consistency") or {}
+    return _cell(tc.get("miou"))
+
+
 def tables_markdown(results: dict) -> list[str]:
     lines = ["| method | " + " | ".join(f"k={k}" for k in DISTANCES) + " | "
-             + " | ".join(f"l={l} avg / min" for l in range(1, 6)) + " |",
-             "|---" * (1 + len(DISTANCES) + 5) + "|"]
+             + " | ".join(f"l={l} avg / min" for l in range(1, 6)) + " | TC |",
+             "|---" * (1 + len(DISTANCES) + 5 + 1) + "|"]
     for row, m in results.items():
         per = [_cell(m["per_distance"].get(k, {}).get("miou")) for k in DISTANCES]
         ints = [f"{_cell(m['intervals'][str(l)]['avg_miou'])} / {_cell(m['intervals'][str(l)]['min_miou'])}"
                 if str(l) in m["intervals"] else "—" for l in range(1, 6)]
-        lines.append(f"| {row} | " + " | ".join(per + ints) + " |")
+        lines.append(f"| {row} | " + " | ".join(per + ints + [tc_cell(m)]) + " |")
     return lines
+
+
+def tc_note(results: dict) -> str:
+    """What the TC column measures, with the flow and snippet length the evaluations recorded."""
+    tc = next((m["temporal_consistency"] for m in results.values() if m.get("temporal_consistency")), None)
+    frames = tc["frames"] if tc else 5
+    span = f"frames GT−{frames - 1}..GT of each val snippet, {tc['flow']} flow" if tc else "not computed"
+    return ("TC = temporal consistency (%, engine/temporal_evaluation.py): mIoU between each frame's labels and "
+            "the previous frame's labels carried to it by optical flow, over pixels whose flow is reliable "
+            f"({span}); the keyframe is the first of those frames, so the propagated rows cover one keyframe "
+            f"interval of {frames} and the SwiftNet rows run the keyframe net on every frame (l = 1, the flicker "
+            "baseline). Higher is steadier, not more correct: copy freezes the keyframe's labels in the image, so "
+            "its TC only shows how much the scene moves.")
 
 
 def criterion(results: dict) -> tuple[bool, list[str]]:
@@ -179,7 +198,7 @@ def write_report(results: dict, bench: dict, video: Path, args, segnet: str, ckp
              "(`--use-crop 0 --cache-keyframes 1`), no distillation (`--distil 0`), the flow net pre-trained "
              "on the generator's true flow (`--pretrain-flow true`), the GSV started as the identity fusion "
              "(`--gsv-init skip`).", ""]
-    lines += tables_markdown(results) + ["", "## Checks", ""] + [f"- {c}" for c in checks]
+    lines += tables_markdown(results) + ["", tc_note(results), "", "## Checks", ""] + [f"- {c}" for c in checks]
     lines += ["", "## Files", "", f"- plot: `{plot}`", f"- strip: `{strip}`", f"- overlay video: `{video}`",
               f"- benchmark at 256×512: `{out / 'demo_bench'}`", "", "## Stage times (s)", ""]
     lines += [f"- {k}: {v:.0f}" for k, v in seconds.items()]

@@ -148,9 +148,18 @@ def _row(label: str, cells: Sequence[str], width: int = 7) -> str:
     return f"{label:<16}" + "".join(f"{c:>{width}}" for c in cells)
 
 
+def _tc_line(tc: dict) -> str:
+    """One line for metrics["temporal_consistency"] (engine/temporal_evaluation.py)."""
+    excluded = tc.get("excluded_fraction")
+    span = f"GT-{tc['frames'] - 1}..GT" if tc.get("frames") else "each snippet"
+    return (f"{'TC (%)':<16}{_fmt(tc.get('miou')):>7}   ({span}, {tc.get('flow', '?')} flow; all in-frame pixels "
+            f"{_fmt(tc.get('miou_unmasked'))}, {'-' if excluded is None else f'{100 * excluded:.1f}'}% excluded)")
+
+
 def format_table(metrics: dict, per_class: bool = False) -> str:
-    """Plain-text table of a ``summarize()`` result: mIoU per distance k, avg/min mIoU per interval l,
-    the true minimum over k and, with ``per_class=True``, one IoU row per class."""
+    """Plain-text table of a ``summarize()`` result: mIoU per distance k, avg/min mIoU per interval l
+    with the temporal consistency below them (when ``metrics["temporal_consistency"]`` is set), the
+    true minimum over k and, with ``per_class=True``, one IoU row per class."""
     dists = list(metrics["per_distance"])
     lines = [_row("distance k", dists),
              _row("mIoU (%)", [_fmt(metrics["per_distance"][k]["miou"]) for k in dists])]
@@ -163,6 +172,9 @@ def format_table(metrics: dict, per_class: bool = False) -> str:
         lines += ["", _row("interval l", ivs),
                   _row("avg mIoU (%)", [_fmt(metrics["intervals"][l]["avg_miou"]) for l in ivs]),
                   _row("min mIoU (%)", [_fmt(metrics["intervals"][l]["min_miou"]) for l in ivs])]
+    tc = metrics.get("temporal_consistency")
+    if tc:
+        lines += ([] if ivs else [""]) + [_tc_line(tc)]   # right below avg/min mIoU
     worst = metrics["min_over_distances"]
     if worst["distance"] is not None:
         lines += ["", f"minimum over distances: {_fmt(worst['miou'])} at k={worst['distance']}"]

@@ -1,0 +1,253 @@
+"""Temporal consistency in ``--evaluate 1`` (engine/temporal_evaluation.py) against an independent
+computation, and the scene-cut experiment's building blocks (tools/cut_experiment.py).
+
+Reference TC: frames read here with OpenCV, the model driven step by step (keyframe at GT−d, then
+propagate, or every frame a keyframe), labels by a plain bilinear upsample + argmax, the generator's
+flow and validity read from the extras, then utils.temporal_consistency.TemporalConsistency."""
+from __future__ import annotations
+
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import main
+from config.config import parse_args
+from engine.runs import preset_of
+from engine.temporal_evaluation import evaluate_temporal_consistency
+from models.gsvnet import GSVNet
+from tools import cut_experiment as cx
+from utils.temporal_consistency import TemporalConsistency
+
+GT_RE = re.compile(r"(?P<city>[a-z]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gtFine_labelIds\.png$")
+DATA = dict(num_val=2, num_frames=7, gt_index=5)   # 5 frames before GT: GT−4..GT fits
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GSVNet.build("swiftnet", "light", 19).eval()
+
+
+def rgb(data, city: str, stem: str) -> torch.Tensor:
+    path = data / "leftImg8bit_sequence" / "val" / city / f"{stem}_leftImg8bit.png"
+    return torch.from_numpy(cv2.imread(str(path))[:, :, ::-1].copy()).permute(2, 0, 1)[None].float()
+
+
+def reference_tc(model, data, d: int, fusion: str = "gsv", keyframe_only: bool = False) -> tuple[dict, float]:
+    """(TemporalConsistency result over frames GT−d..GT of every annotated frame, 1 − mean validity)."""
+    tc, valid_sum, pixels = TemporalConsistency(19), 0, 0
+    for gt in sorted((data / "gtFine" / "val").glob("*/*_gtFine_labelIds.png")):
+        m = GT_RE.search(gt.name)
+        stems = [f"{m['city']}_{m['seq']}_{f:06d}" for f in range(int(m["frame"]) - d, int(m["frame"]) + 1)]
+        frames = [rgb(data, m["city"], s) for s in stems]
+        logits = []
+        with torch.no_grad():
+            for t, x in enumerate(frames):
+                logits.append(model.keyframe(x, 0.75) if t == 0 or keyframe_only else model.propagate(
+                    logits[-1], model.lowres_bgr(frames[t - 1]), model.lowres_bgr(x), fusion))
+        size = tuple(frames[0].shape[-2:])
+        labels = [F.interpolate(x, size=size, mode="bilinear", align_corners=True).argmax(1)[0].numpy()
+                  for x in logits]
+        for t in range(1, d + 1):
+            folder = data / "extras" / "val" / m["city"]
+            flow = np.load(folder / f"{stems[t]}_flow.npy").astype(np.float32)
+            valid = cv2.imread(str(folder / f"{stems[t]}_valid.png"), cv2.IMREAD_UNCHANGED) > 0
+            tc.add(labels[t - 1], labels[t], flow, valid)
+            valid_sum, pixels = valid_sum + int(valid.sum()), pixels + valid.size
+    return tc.result(), 1 - valid_sum / pixels
+
+
+def check_tc(got: dict, expected: dict, excluded: float, frames: int, snippets: int) -> None:
+    assert got["flow"] == "true" and got["frames"] == frames and got["snippets"] == snippets
+    assert got["pairs"] == expected["pairs"] == (frames - 1) * snippets
+    assert got["miou"] == pytest.approx(expected["miou"], abs=1e-9)
+    assert got["miou_unmasked"] == pytest.approx(expected["miou_unmasked"], abs=1e-9)
+    assert got["excluded_fraction"] == pytest.approx(expected["excluded_fraction"], abs=1e-12)
+    # with the true flow a pixel is excluded exactly when the generator marks it invalid
+    assert got["excluded_fraction"] == pytest.approx(excluded, abs=1e-12)
+    assert 0 < got["miou"] < 100 and 0 < got["excluded_fraction"] < 0.5
+
+
+def direct_tc(model, data, **kwargs) -> dict:
+    cfg = parse_args(["--evaluate", "1", "--dataset", "synthetic", "--data-path", str(data), "--batch-size", "1",
+                      "--num-worker", "0", "--device", "cpu"])
+    return evaluate_temporal_consistency(model, cfg, preset_of(cfg), "cpu", key_scale=0.75, progress=False, **kwargs)
+
+
+def test_tc_equals_an_independent_computation(synthetic_data, model):
+    data = synthetic_data(**DATA)
+    expected, excluded = reference_tc(model, data, 4, "gsv")
+    check_tc(direct_tc(model, data, fusion="gsv"), expected, excluded, frames=5, snippets=2)
+
+
+def test_fewer_frames_before_gt_uses_what_there_is(synthetic_data, model):
+    data = synthetic_data(num_val=1, num_frames=4, gt_index=2)        # only 2 frames before GT
+    expected, excluded = reference_tc(model, data, 2, "warp")
+    check_tc(direct_tc(model, data, fusion="warp"), expected, excluded, frames=3, snippets=1)
+
+
+def test_dis_flow_path_matches_dis_on_the_frames(synthetic_data, model, monkeypatch):
+    """Off the synthetic dataset the flow is DIS (+ forward-backward check) on the full-resolution frames."""
+    import engine.temporal_evaluation as te
+    from utils.optical_flow import dis_backward_flow
+    data = synthetic_data(**DATA)
+    monkeypatch.setattr(te, "flow_source", lambda preset: "dis")
+    got = direct_tc(model, data, fusion="copy")
+    expected = TemporalConsistency(19)
+    for gt in sorted((data / "gtFine" / "val").glob("*/*_gtFine_labelIds.png")):
+        m = GT_RE.search(gt.name)
+        frames = [rgb(data, m["city"], f"{m['city']}_{m['seq']}_{f:06d}")
+                  for f in range(int(m["frame"]) - 4, int(m["frame"]) + 1)]
+        with torch.no_grad():   # copy: the keyframe's labels on every frame
+            labels = F.interpolate(model.keyframe(frames[0], 0.75), size=frames[0].shape[-2:], mode="bilinear",
+                                   align_corners=True).argmax(1)[0].numpy()
+        images = [x[0].permute(1, 2, 0).numpy().astype(np.uint8) for x in frames]
+        for t in range(1, 5):
+            expected.add(labels, labels, *dis_backward_flow(images[t - 1], images[t]))
+    ref = expected.result()
+    assert got["flow"] == "dis" and got["pairs"] == 8
+    for key in ("miou", "miou_unmasked", "excluded_fraction"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-9), key
+    assert got["excluded_fraction"] > 0.01      # the forward-backward check does exclude pixels
+
+
+def test_each_dis_pair_is_computed_once(synthetic_data):
+    import engine.temporal_evaluation as te
+    from config.presets import get_preset
+    data = synthetic_data(**DATA)
+    base = te.build_dataset(get_preset("synthetic"), "val", 4, root=str(data))
+    clips = te.FlowClips(base, [0, 1, 0], "dis", str(data), "val")
+    first = clips[0]
+    assert first["flow"].shape == (4, 64, 128, 2) and first["valid"].shape == (4, 64, 128)
+    clips[1], clips[2]
+    assert clips._cache.computed == 8                 # 2 snippets × 4 pairs; the repeat came from the cache
+    np.testing.assert_array_equal(clips[2]["flow"], first["flow"])
+
+
+def test_shards_pool_to_the_single_process_sums(synthetic_data, model, monkeypatch):
+    """Two ranks' accumulators (what the one all-reduce adds) sum to the single process's."""
+    import engine.temporal_evaluation as te
+    data, packed = synthetic_data(**DATA), []
+    monkeypatch.setattr(te.dist, "all_reduce_sum", lambda t: packed.append(t.clone()) or t)
+    whole = direct_tc(model, data, fusion="warp")
+    monkeypatch.setattr(te.dist, "world_size", lambda: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(te.dist, "rank", lambda rank=rank: rank)
+        assert direct_tc(model, data, fusion="warp")["pairs"] == 4
+    assert len(packed) == 3 and int(packed[0][-1]) == whole["pairs"] == 8
+    torch.testing.assert_close(packed[1] + packed[2], packed[0], rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def segnet_file(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tc_weights") / "swnet.pt"
+    torch.save(model.segnet.state_dict(), path)
+    return path
+
+
+def run_cli(data, segnet_file, tmp_path, name: str, *extra: str) -> tuple[dict, str]:
+    argv = ["--evaluate", "1", "--dataset", "synthetic", "--data-path", str(data), "--segnet-weights",
+            str(segnet_file), "--log-folder", str(tmp_path), "--num-worker", "0", "--device", "cpu",
+            "--batch-size", "1", "--ResFolderName", name, *extra]
+    assert main.main(argv) == 0
+    folder = tmp_path / "run" / "synthetic" / "swiftnet_test" / f"eval_{name}"
+    return json.loads((folder / "metrics.json").read_text()), (folder / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize("flags,fusion,keyframe_only", [
+    (["--fusion", "copy", "--eval-multi-step", "1"], "copy", False),
+    (["--keyframe-only", "1"], "copy", True)])                # every frame a keyframe: the flicker baseline
+def test_cli_reports_tc_in_metrics_and_table(synthetic_data, model, segnet_file, tmp_path, capsys, flags, fusion,
+                                             keyframe_only):
+    data = synthetic_data(**DATA)
+    metrics, _ = run_cli(data, segnet_file, tmp_path, "tc", *flags)
+    out = capsys.readouterr().out
+    expected, excluded = reference_tc(model, data, 4, fusion, keyframe_only)
+    tc = metrics["temporal_consistency"]
+    assert set(tc) == {"miou", "miou_unmasked", "excluded_fraction", "flow", "frames", "pairs", "snippets"}
+    check_tc(tc, expected, excluded, frames=5, snippets=2)
+    assert set(metrics) >= {"per_distance", "intervals", "temporal_consistency"}
+    printed = re.search(r"^TC \(%\) +([0-9.]+) +\(GT-4\.\.GT, true flow; all in-frame pixels ([0-9.]+)", out, re.M)
+    assert printed and [float(v) for v in printed.groups()] == [round(tc["miou"], 1), round(tc["miou_unmasked"], 1)]
+
+
+def test_cli_without_tc_writes_null(synthetic_data, segnet_file, tmp_path, capsys):
+    metrics, text = run_cli(synthetic_data(**DATA), segnet_file, tmp_path, "no_tc", "--keyframe-only", "1",
+                            "--temporal-consistency", "0")
+    assert metrics["temporal_consistency"] is None and '"temporal_consistency": null' in text
+    assert "TC (%)" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the scene-cut experiment
+def test_cut_clips_really_cut(synthetic_data):
+    data = synthetic_data(num_val=2, num_frames=6, gt_index=4)
+    snippets = cx.snippet_stems(str(data))
+    assert [len(s) for s in snippets] == [6, 6] and snippets[0][0] != snippets[1][0]
+    clips = cx.cut_clips(snippets, before=3, after=2)
+    assert [c["pair"] for c in clips] == [(0, 1), (1, 0)]
+    four = cx.cut_clips([["a0", "a1"], ["b0", "b1"], ["c0", "c1"], ["d0", "d1"]], before=1, after=2, followers=2)
+    assert [c["pair"] for c in four] == [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3), (2, 0), (3, 0), (3, 1)]
+    assert four[5]["stems"] == ["c1", "a0", "a1"] and four[5]["cut"] == 1
+    first = clips[0]
+    assert first["stems"] == snippets[0][-3:] + snippets[1][:2] and first["cut"] == 3
+    read = [cv2.imread(str(cx.frame_path(data, "val", s))) for s in first["stems"]]
+    before_gap = np.abs(read[2].astype(int) - read[1].astype(int)).mean()     # consecutive, same snippet
+    cut_gap = np.abs(read[3].astype(int) - read[2].astype(int)).mean()        # across the cut
+    assert cut_gap > 3 * before_gap
+    np.testing.assert_array_equal(cx.true_labels(str(data), "val", first["stems"][3]),
+                                  cv2.imread(str(data / "extras" / "val" / first["stems"][3].split("_")[0]
+                                                  / f"{first['stems'][3]}_trainIds.png"), cv2.IMREAD_UNCHANGED))
+
+
+def test_schedules_on_hand_made_scores():
+    scores = [None, 0.05, 0.5, 0.05, 0.05, 0.05, 0.05]
+    assert cx.schedule("fixed", scores) == [True, False, False, True, False, False, True]
+    assert cx.schedule("adaptive", scores) == [True, False, True, False, False, True, False]
+    assert cx.schedule("every frame", scores) == [True] * 7
+
+
+def test_bikes_keyframes_near_cuts_and_extra_triggers():
+    scores = [0.05] * 99                                   # 100 frames; scores[i-1] = pair (i-1, i)
+    for frame, score in ((30, 0.6), (50, 0.3), (76, 0.4)):
+        scores[frame - 1] = score
+    got = cx.bikes_keyframes(scores, cuts=(30, 76))
+    # adaptive: 0, 3, ..., 48, 50 (trigger), 53, ..., 74, 76 (cut), 79, ...
+    assert got["near"] == {30: [30], 76: [74, 76]} and got["extra"] == [50]
+    assert got["fixed_since_key"] == {30: 0, 76: 1}
+    # fixed 0..99 step 3; adaptive 17 (0..48) + 50 + 8 (53..74) + 76 + 7 (79..97): the extra keyframes
+    # restart the count, so the two triggers cost nothing here
+    assert got["keys"] == {"fixed": 34, "adaptive": 34} and got["max_uncut"] == pytest.approx(0.3)
+
+
+def test_cut_experiment_keyframe_decisions_on_a_tiny_case(synthetic_data, model):
+    data = synthetic_data(num_val=2, num_frames=6, gt_index=4)
+    clips = cx.cut_clips(cx.snippet_stems(str(data)), before=3, after=3)    # 3 frames of a, then 3 of b
+    with torch.no_grad():
+        got = cx.cut_experiment(model, str(data), "val", clips)
+    # 6 + 5 + 4 frames per clip, fixed keys 2 + 2 + 2; the cut (index 3) falls 0, 2, 1 frames after a key
+    assert got["frames"] == 30 and got["key_rate"]["fixed"] == pytest.approx(12 / 30)
+    assert [len(v) for v in got["miou"].values()] == [3, 3, 3]
+    assert got["key_rate"]["every frame"] == 1.0 and got["key_on_cut"]["fixed"] == pytest.approx(1 / 3)
+    assert all(s > cx.SCORE_THRESHOLD for s in got["cut_scores"])   # 0.58 and 0.62 on this data
+    assert got["key_on_cut"]["adaptive"] == 1.0
+    # every frame a keyframe: j=0 is the keyframe net on b's first frame, scored here independently
+    cm = np.zeros((19, 19), np.int64)
+    for clip in clips:
+        stem = clip["stems"][clip["cut"]]
+        x = rgb(data, stem.split("_")[0], stem)
+        with torch.no_grad():
+            pred = F.interpolate(model.keyframe(x, 0.75), size=x.shape[-2:], mode="bilinear",
+                                 align_corners=True).argmax(1)[0].numpy()
+        truth = cx.true_labels(str(data), "val", stem).astype(np.int64)
+        keep = truth != 255
+        cm += 3 * np.bincount(19 * truth[keep] + pred[keep], minlength=361).reshape(19, 19)  # 3 starts
+    tp, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    assert got["miou"]["every frame"][0] == pytest.approx(100 * np.mean(tp[union > 0] / union[union > 0]), abs=1e-9)
+    # the adaptive schedule re-keys on the cut: its first frame after the cut is the l = 1 prediction
+    assert got["miou"]["adaptive"][0] == pytest.approx(got["miou"]["every frame"][0], abs=1e-9)
+    assert got["miou"]["fixed"][0] != pytest.approx(got["miou"]["every frame"][0], abs=1e-3)
