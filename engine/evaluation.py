@@ -86,13 +86,13 @@ def clip_logits(model, frames: torch.Tensor, key_scale: float, fusion: str, ever
     """
     if not every_frame:
         return [model.forward_clip(frames, key_scale=key_scale, fusion=fusion)]
-    logits, prev_lr = model.keyframe(frames[:, 0], key_scale), model.lowres_bgr(frames[:, 0])
+    logits, prev_lowres = model.keyframe(frames[:, 0], key_scale), model.lowres_bgr(frames[:, 0])
     out = [logits]
     for t in range(1, frames.shape[1]):
-        cur_lr = model.lowres_bgr(frames[:, t])
-        logits = model.propagate(logits, prev_lr, cur_lr, fusion)
+        cur_lowres = model.lowres_bgr(frames[:, t])
+        logits = model.propagate(logits, prev_lowres, cur_lowres, fusion)
         out.append(logits)
-        prev_lr = cur_lr
+        prev_lowres = cur_lowres
     return out
 
 

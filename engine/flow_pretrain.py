@@ -168,17 +168,17 @@ class LowresPairs:
 
 
 def _pairs_from_loader(ctx):
-    """Endless (cur_lr, prev_lr, target, valid) batches from the DataLoader (DIS flow on augmented clips)."""
+    """Endless (cur_lowres, prev_lowres, target, valid) batches from the DataLoader (DIS flow on augmented clips)."""
     from engine.training import next_batch
     model, batches = ctx.model, cycle(flow_pairs_loader(ctx))
     while True:
         batch = next_batch(batches, "loading a flow pre-training batch")
         frames = batch["frames"].to(ctx.device).float()  # B×T×3×H×W
-        cur_lr = model.lowres_bgr(frames[:, 1:].flatten(0, 1))  # N×3×h×w, N = B·(T−1)
-        prev_lr = model.lowres_bgr(frames[:, :-1].flatten(0, 1))
+        cur_lowres = model.lowres_bgr(frames[:, 1:].flatten(0, 1))  # N×3×h×w, N = B·(T−1)
+        prev_lowres = model.lowres_bgr(frames[:, :-1].flatten(0, 1))
         target, valid = lowres_flow(batch["flow"].flatten(0, 1).to(ctx.device),
-                                    batch["valid"].flatten(0, 1).to(ctx.device), tuple(cur_lr.shape[-2:]))
-        yield cur_lr, prev_lr, target, valid
+                                    batch["valid"].flatten(0, 1).to(ctx.device), tuple(cur_lowres.shape[-2:]))
+        yield cur_lowres, prev_lowres, target, valid
 
 
 def pretrain_flow(ctx) -> float:
@@ -205,9 +205,9 @@ def pretrain_flow(ctx) -> float:
     set_train_mode(ctx.train_model, cfg)
     recent, checkpoint = [], run_dir(cfg) / "checkpoint.pth.tar"
     for i in tqdm(range(cfg.pretrain_flow_iters), desc="flow pre-training", unit="it", disable=not dist.is_main()):
-        cur_lr, prev_lr, target, valid = next(batches)
+        cur_lowres, prev_lowres, target, valid = next(batches)
         with autocast(ctx.device, cfg.amp):
-            pred = ctx.train_model.flow(cur_lr, prev_lr)
+            pred = ctx.train_model.flow(cur_lowres, prev_lowres)
         loss = endpoint_error(pred.float(), target, valid)
         stop_if_non_finite(float(loss.detach()), f"flow pre-training iteration {i}", checkpoint)
         optimizer.zero_grad(set_to_none=True)

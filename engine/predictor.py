@@ -1,4 +1,4 @@
-"""Streaming inference: ``VideoPredictor`` (DESIGN.md §5), one frame at a time.
+"""Streaming inference: ``VideoPredictor`` (docs/architecture.md#public-python-api), one frame at a time.
 
     p = VideoPredictor.from_checkpoints(segnet="swiftnet", flow="light", num_classes=19,
                                         segnet_weights=..., checkpoint=..., key_interval=3)

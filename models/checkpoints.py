@@ -1,4 +1,4 @@
-"""Reading and writing weights in the official file formats (DESIGN.md §5) and in ours.
+"""Reading and writing weights in the official file formats (docs/formats.md) and in ours.
 
 Official formats accepted as they are:
 - SwiftNet: the raw state_dict (``backbone.*``, ``logits.*``).

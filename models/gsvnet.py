@@ -1,4 +1,4 @@
-"""The GSVNet pipeline: keyframe segmentation, then propagation at 1/8 scale (paper §3, DESIGN.md §4).
+"""The GSVNet pipeline: keyframe segmentation, then propagation at 1/8 scale (paper §3, docs/conventions.md#tensors-between-frames).
 
 The keyframe net is any net models/keyframe_net.py can build, named by its spec string. Conventions
 that make the official weights produce the official numbers (each stated once, here):
@@ -206,25 +206,25 @@ class GSVNet(nn.Module):
         """B×3×H×W RGB 0–255 -> keyframe logits B×C×(H//8)×(W//8)."""
         return resize(self.segnet_logits(frame, scale), lowres_size(*frame.shape[-2:]))
 
-    def flow(self, cur_lr: Tensor, prev_lr: Tensor) -> Tensor:
+    def flow(self, cur_lowres: Tensor, prev_lowres: Tensor) -> Tensor:
         """Backward flow on the 1/8 grid, in pixels of that grid (raw output / FLOW_DIVISOR)."""
-        pair = torch.cat([cur_lr, prev_lr] if self.flow_name == "light" else [prev_lr, cur_lr], dim=1)
-        raw = resize_bilinear(self.flow_net(pair), tuple(cur_lr.shape[-2:]))  # vectors deliberately not rescaled
+        pair = torch.cat([cur_lowres, prev_lowres] if self.flow_name == "light" else [prev_lowres, cur_lowres], dim=1)
+        raw = resize_bilinear(self.flow_net(pair), tuple(cur_lowres.shape[-2:]))  # vectors deliberately not rescaled
         return raw / FLOW_DIVISOR
 
-    def propagate(self, prev_logits: Tensor, prev_lr: Tensor, cur_lr: Tensor, fusion: str = "gsv") -> Tensor:
+    def propagate(self, prev_logits: Tensor, prev_lowres: Tensor, cur_lowres: Tensor, fusion: str = "gsv") -> Tensor:
         """One non-keyframe step on the 1/8 grid: warp the previous logits, then fuse (paper Eq. 1–2).
 
         fusion: "gsv" (GSVNet), "warp" (warp only) or "copy" (previous logits unchanged).
         """
         if fusion == "copy":
             return prev_logits
-        warped = warp(prev_logits, self.flow(cur_lr, prev_lr))
+        warped = warp(prev_logits, self.flow(cur_lowres, prev_lowres))
         if fusion == "warp":
             return warped
         if fusion != "gsv":
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        return self.gsv(warped, cur_lr)[0]
+        return self.gsv(warped, cur_lowres)[0]
 
     # --- clips (training and evaluation) ---------------------------------------------------------
     def forward_clip(self, frames: Tensor, key_scale: float = 0.75, fusion: str = "gsv",
@@ -240,16 +240,16 @@ class GSVNet(nn.Module):
         if key_logits is None:
             with torch.no_grad():
                 key_logits = self.keyframe(frames[:, 0], key_scale)
-        logits, prev_lr = key_logits, self.lowres_bgr(frames[:, 0])
+        logits, prev_lowres = key_logits, self.lowres_bgr(frames[:, 0])
         gsv_training = self.gsv.training
         try:
             for r in range(1, num_steps + 1):
                 with_grad = torch.is_grad_enabled() and (grad_steps is None or r > num_steps - grad_steps)
                 self.gsv.train(gsv_training and with_grad)
                 with torch.set_grad_enabled(with_grad):
-                    cur_lr = self.lowres_bgr(frames[:, r])
-                    logits = self.propagate(logits, prev_lr, cur_lr, fusion)
-                prev_lr = cur_lr
+                    cur_lowres = self.lowres_bgr(frames[:, r])
+                    logits = self.propagate(logits, prev_lowres, cur_lowres, fusion)
+                prev_lowres = cur_lowres
         finally:
             self.gsv.train(gsv_training)
         return logits

@@ -1,4 +1,4 @@
-"""`--benchmark 1`: time and count FLOPs per frame type through ``VideoPredictor.step()`` (DESIGN.md §10),
+"""`--benchmark 1`: time and count FLOPs per frame type through ``VideoPredictor.step()`` (docs/evaluation.md#throughput),
 for any keyframe net ``--segnet`` names (parameters per part: keyframe net, flow net, GSV).
 
 Frame types: a keyframe at each ``--bench-scales`` scale (a predictor with key_interval=1, so every

@@ -28,16 +28,16 @@ REAL_CKPT = Path(__file__).parent / "data" / "gsvnet_swnet_seq_checkpoint.pth.ta
 
 def plain_stream(model: GSVNet, frames: np.ndarray, key_interval: int, key_scale: float = 0.75):
     """The reference loop: no layout tricks, float frames, F.interpolate everywhere."""
-    outs, prev, prev_lr = [], None, None
+    outs, prev, prev_lowres = [], None, None
     with torch.inference_mode():
         for i, frame in enumerate(frames):
             x = torch.from_numpy(frame).permute(2, 0, 1).unsqueeze(0).float()
             size = lowres_size(*x.shape[-2:])
-            lr = F.interpolate((x / model.seg_divisor - model.rgb_mean) / model.rgb_std, size=size,
+            lowres = F.interpolate((x / model.seg_divisor - model.rgb_mean) / model.rgb_std, size=size,
                                mode="bilinear", align_corners=True).flip(1)
-            logits = model.keyframe(x, key_scale) if i % key_interval == 0 else model.propagate(prev, prev_lr, lr)
+            logits = model.keyframe(x, key_scale) if i % key_interval == 0 else model.propagate(prev, prev_lowres, lowres)
             outs.append((logits, logits_to_labels_plain(logits, tuple(x.shape[-2:]))[0]))
-            prev, prev_lr = logits, lr
+            prev, prev_lowres = logits, lowres
     return outs
 
 
