@@ -11,8 +11,15 @@ The callers use them only on CPU float32 tensors that need no gradient, and only
 installed; otherwise the PyTorch code runs. They are compiled on first use (a few seconds) and
 cached next to this file. Arithmetic follows the reference's order, so results agree to float
 rounding (the edge map and labels exactly, up to ties).
+
+``with cpu_kernels.disabled():`` turns them off for the code inside (the ONNX export traces the plain
+PyTorch path of the same model this way); ``available()`` is what every caller consults.
 """
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,8 +30,24 @@ except ImportError:  # the PyTorch paths give the same results, only slower
     numba = None
 
 
+# A context variable, not a plain flag: the switch holds for the thread (and asyncio task) that set it.
+_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("cpu_kernels_enabled", default=True)
+
+
 def available() -> bool:
-    return numba is not None
+    """True when numba is installed and no ``disabled()`` context is active."""
+    return numba is not None and _ENABLED.get()
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the block on the PyTorch reference paths (nests; the previous state returns on exit, also
+    after an exception)."""
+    token = _ENABLED.set(False)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
 
 
 def follow_torch_threads() -> None:

@@ -46,8 +46,8 @@ def warp(x: Tensor, flow: Tensor) -> Tensor:
         # With align_corners=True a 1-pixel axis has no scale, so a displacement along it cannot be expressed.
         raise ValueError(f"warp: x needs H >= 2 and W >= 2, got H={h}, W={w}")
     flow = flow.to(dtype=x.dtype)  # grid_sample needs grid and input of the same dtype
-    base_x = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device).view(1, 1, w)
-    base_y = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device).view(1, h, 1)
+    base_x = corner_positions(w, x).view(1, 1, w)
+    base_y = corner_positions(h, x).view(1, h, 1)
     # Pixel displacement → normalised displacement: the full width spans 2 over (W − 1) pixel steps.
     # Out-of-place arithmetic, so the caller's flow tensor is never touched (unlike the official code).
     grid_x = base_x + flow[:, 0] * (2.0 / (w - 1))
@@ -59,6 +59,21 @@ def warp(x: Tensor, flow: Tensor) -> Tensor:
         return out
     grid = torch.stack((grid_x, grid_y), dim=-1)  # B×H×W×2, last dim (x, y) as grid_sample expects
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def corner_positions(n: int, like: Tensor) -> Tensor:
+    """The n pixel centres of an axis in grid_sample's align_corners=True coordinates: -1 … 1, n ≥ 2.
+
+    torch.linspace(-1, 1, n)'s own formula (step 2/(n−1) in the tensor's dtype, the first half counted
+    from −1, the second half from +1, so both ends are exact), written with arange so that an exported
+    graph keeps n symbolic (linspace fixes it). linspace's vectorised CPU kernel adds the step inside
+    each SIMD block instead, so a few of its points differ from these by one float step (≤ 6e-8).
+    """
+    index = torch.arange(n, dtype=like.dtype, device=like.device)
+    step = torch.full((), 2.0, dtype=like.dtype, device=like.device) / (n - 1)
+    from_start = step * index - 1.0
+    from_end = 1.0 - step * ((n - 1) - index)
+    return torch.where(index < n // 2, from_start, from_end)
 
 
 def _compiled_applies(x: Tensor, flow: Tensor) -> bool:
