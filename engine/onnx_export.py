@@ -125,11 +125,11 @@ def reference_cases(graphs: dict[str, nn.Module], size: tuple[int, int], seed: i
     gen = torch.Generator().manual_seed(seed)
     first, second = (torch.randint(0, 256, (1, *size, 3), dtype=torch.uint8, generator=gen) for _ in range(2))
     with cpu_kernels.disabled(), torch.no_grad():
-        prev_lr, cur_lr = graphs["lowres"](first), graphs["lowres"](second)
+        prev_lowres, cur_lowres = graphs["lowres"](first), graphs["lowres"](second)
         prev_logits = graphs["keyframe"](first)
-        logits = graphs["propagate"](prev_lr, cur_lr, prev_logits)
-    return {"lowres": ((second,), cur_lr), "keyframe": ((first,), prev_logits),
-            "propagate": ((prev_lr, cur_lr, prev_logits), logits)}
+        logits = graphs["propagate"](prev_lowres, cur_lowres, prev_logits)
+    return {"lowres": ((second,), cur_lowres), "keyframe": ((first,), prev_logits),
+            "propagate": ((prev_lowres, cur_lowres, prev_logits), logits)}
 
 
 # --- writing and checking one graph --------------------------------------------------------------

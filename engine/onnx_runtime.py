@@ -209,7 +209,7 @@ class OnnxGSVNet:
         """B×3×H×W RGB 0–255 -> the normalised BGR 1/8 images B×3×(H//8)×(W//8)."""
         return self._per_frame("lowres", frame)
 
-    def propagate(self, prev_logits: Tensor, prev_lr: Tensor, cur_lr: Tensor, fusion: str = "gsv") -> Tensor:
+    def propagate(self, prev_logits: Tensor, prev_lowres: Tensor, cur_lowres: Tensor, fusion: str = "gsv") -> Tensor:
         """One non-keyframe step on the 1/8 grid (flow net, warp, GSV) -> B×C×h×w logits. fusion "copy"
         returns prev_logits (as GSVNet does); "warp" alone is not exported."""
         if fusion == "copy":
@@ -217,13 +217,13 @@ class OnnxGSVNet:
         if fusion != "gsv":
             raise ValueError(f"the exported propagate graph fuses with the GSV; fusion={fusion!r} needs the "
                              f"PyTorch backend")
-        grid = tuple(cur_lr.shape[-2:])
+        grid = tuple(cur_lowres.shape[-2:])
         size = self._by_grid.get(grid)
         if size is None:
             raise ValueError(f"the ONNX export has no propagate graph for a {grid[0]}x{grid[1]} grid; it accepts "
                              f"frames of {', '.join(size_key(s) for s in self.frame_sizes)}")
         outs = []
-        for prev_lr_b, cur_lr_b, prev_logits_b in zip(prev_lr.split(1), cur_lr.split(1), prev_logits.split(1)):
+        for prev_lr_b, cur_lr_b, prev_logits_b in zip(prev_lowres.split(1), cur_lowres.split(1), prev_logits.split(1)):
             feed = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
                     for name, t in zip(INPUTS["propagate"], (prev_lr_b, cur_lr_b, prev_logits_b))}
             outs.append(self._run("propagate", size, feed))
@@ -234,10 +234,10 @@ class OnnxGSVNet:
         """GSVNet.forward_clip for evaluation: B×T×3×H×W RGB 0–255 clips (frame 0 the keyframe) -> logits of
         frame T−1, B×C×(H//8)×(W//8). grad_steps is ignored (the graphs are inference-only)."""
         logits = key_logits if key_logits is not None else self.keyframe(frames[:, 0], key_scale)
-        prev_lr = self.lowres_bgr(frames[:, 0])
+        prev_lowres = self.lowres_bgr(frames[:, 0])
         for t in range(1, frames.shape[1]):
-            cur_lr = self.lowres_bgr(frames[:, t])
-            logits, prev_lr = self.propagate(logits, prev_lr, cur_lr, fusion), cur_lr
+            cur_lowres = self.lowres_bgr(frames[:, t])
+            logits, prev_lowres = self.propagate(logits, prev_lowres, cur_lowres, fusion), cur_lowres
         return logits
 
 

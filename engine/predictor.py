@@ -22,6 +22,7 @@ from torch import Tensor
 
 from engine.keyframe_policy import SCORE_THRESHOLD, KeyframePolicy, scene_change_score
 from engine.model_builder import assemble_model
+from engine.onnx_runtime import load_export
 from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
 from models.labels import logits_to_labels
@@ -58,10 +59,12 @@ class VideoPredictor:
         self.policy = KeyframePolicy(key_interval, keyframe_policy,
                                      SCORE_THRESHOLD if scene_threshold is None else scene_threshold)
         self.device = torch.device(device)
-        model = model.to(self.device)
-        if fold_bn:
-            model, _ = fold_batchnorm(model)
-        self.model = model.eval().to_channels_last()
+        if isinstance(model, torch.nn.Module):
+            model = model.to(self.device)
+            if fold_bn:
+                model, _ = fold_batchnorm(model)
+            model = model.eval().to_channels_last()
+        self.model = model  # a GSVNet, or an ONNX Runtime backend with the same methods (from_export)
         self.key_interval, self.key_scale, self.fusion = key_interval, key_scale, fusion
         self.reset()
 
@@ -87,6 +90,17 @@ class VideoPredictor:
             warnings.warn("VideoPredictor: no GSVNet checkpoint given; flow net and GSV are random")
         return cls(model, key_interval=key_interval, key_scale=key_scale, device=device, fusion=fusion,
                    fold_bn=fold_bn, keyframe_policy=keyframe_policy, scene_threshold=scene_threshold)
+
+    @classmethod
+    def from_export(cls, folder: str, key_interval: int | None = None, providers: Sequence[str] | None = None,
+                    keyframe_policy: str = "fixed", scene_threshold: float | None = None) -> "VideoPredictor":
+        """The graphs of an ``--export onnx`` folder on ONNX Runtime (engine/onnx_runtime.py) in the same host
+        loop; ``.logits`` stays a (CPU) torch tensor. key_interval None: the one recorded in gsvnet.json.
+        providers: ONNX Runtime execution providers (None: CPU; e.g. ["CUDAExecutionProvider"] where
+        installed)."""
+        model, meta = load_export(folder, providers)
+        return cls(model, key_interval=key_interval or int(meta["key_interval"]), key_scale=float(meta["key_scale"]),
+                   fold_bn=False, keyframe_policy=keyframe_policy, scene_threshold=scene_threshold)
 
     def reset(self) -> None:
         """Forget the previous frame: the next step() is a keyframe."""
@@ -120,7 +134,8 @@ class VideoPredictor:
             is_key = self.policy.is_keyframe(self._index, score)
         if is_key:
             self._index = 0
-            logits = self.model.keyframe(x.float(), self.key_scale)
+            logits = self.model.keyframe(x if getattr(self.model, "takes_uint8_frames", False) else x.float(),
+                                         self.key_scale)
             lowres = self.model.lowres_bgr(x) if lowres is None else lowres
         else:
             logits = self.model.propagate(self._prev_logits, self._prev_lowres, lowres, self.fusion)

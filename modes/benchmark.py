@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from config.config import Config
+from engine.backend_timing import backend_rows, compare_backends
 from engine.bench_report import PAPER, contention_note, device_tag, params_mb, parse_cpu_model, render_markdown, throughput_table
 from engine.model_builder import build_model
 from engine.runs import preset_of, resolve_resume, segnet_weights_path
@@ -123,6 +124,8 @@ def run_benchmark(cfg: Config) -> int:
     _check_args(cfg)
     malloc_tuned = keep_freed_memory()  # as main.py does; idempotent
     device = resolve_device(cfg.device)
+    if cfg.backend == "onnxruntime" and device.type != "cpu":
+        raise ValueError("--backend onnxruntime: the benchmark compares both backends on the CPU; pass --device cpu")
     model, weights = build_bench_model(cfg, device)
     machine, load_start = machine_info(device), _load_average()
     print(f"benchmark: {weights['note']}", flush=True)
@@ -134,6 +137,8 @@ def run_benchmark(cfg: Config) -> int:
     with _cudnn_autotune(device.type == "cuda"):
         times, flops = measure_frame_types(model, frames, scales, cfg, device, warmup, sync)
         stream = stream_memory(model, texture, cfg, device, sync) if cfg.bench_stream_frames > 0 else None
+    backends = (compare_backends(model, frames, cfg.key_scale, cfg.export_dir, cfg.bench_repeats, warmup)
+                if cfg.backend == "onnxruntime" else None)
     t_key = {k: v["step_labels"]["median_ms"] / 1000 for k, v in times["keyframe"].items()}
     t_non = times["nonkeyframe"]["step_labels"]["median_ms"] / 1000
     ratios = {k: {"step": times["nonkeyframe"]["step"]["median_ms"] / v["step"]["median_ms"],
@@ -152,11 +157,11 @@ def run_benchmark(cfg: Config) -> int:
         "params": module_params(model),
         "throughput": throughput_table(t_key, t_non, {k: v["flops"] for k, v in flops["keyframe"].items()},
                                        flops["nonkeyframe"]["flops"]),
-        "stream": stream, "paper": PAPER,
+        "stream": stream, "paper": PAPER, "backends": backends,
     }
     out_dir = Path(cfg.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(result)
+    markdown = "\n".join([render_markdown(result), *backend_rows(backends)])
     _write(out_dir / f"bench_{machine['tag']}.json", json.dumps(result, indent=2))
     _write(out_dir / f"bench_{machine['tag']}.md", markdown + "\n")
     print(markdown)

@@ -13,6 +13,7 @@ from config.config import Config
 from engine import distributed as dist
 from engine.evaluation import eval_datasets, eval_distances, evaluate_model
 from engine.model_builder import build_model
+from engine.onnx_runtime import load_export
 from engine.runs import pred_dir, preset_of, resolve_resume, run_dir, write_config
 from engine.save_results import commit_staged, discard_staged, staging_dir
 from engine.temporal_evaluation import evaluate_temporal_consistency, tc_dataset, tc_enabled
@@ -57,16 +58,35 @@ def _measure(model, cfg: Config, preset, device, distances: list[int], save_dir)
     return metrics
 
 
+def onnx_model(cfg: Config, preset, device: torch.device):
+    """The graphs of --export-dir on ONNX Runtime, checked against the run's dataset and flags."""
+    if not cfg.export_dir:
+        raise ValueError("--backend onnxruntime needs --export-dir (a folder written by --export onnx)")
+    if device.type != "cpu":
+        raise ValueError("--backend onnxruntime evaluates on ONNX Runtime's CPU provider; pass --device cpu")
+    model, meta = load_export(cfg.export_dir)
+    if int(meta["num_classes"]) != preset.num_classes:
+        raise ValueError(f"{cfg.export_dir}/gsvnet.json: {meta['num_classes']} classes, but --dataset {cfg.dataset} "
+                         f"has {preset.num_classes}")
+    if abs(float(meta["key_scale"]) - cfg.eval_scale) > 1e-9:
+        raise ValueError(f"{cfg.export_dir}/gsvnet.json: exported at key scale {meta['key_scale']}, but --eval-scale "
+                         f"is {cfg.eval_scale}")
+    return model
+
+
 def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
     preset = preset_of(cfg)
     distances = eval_distances(cfg)
     eval_datasets(cfg, preset, distances)  # a missing dataset fails here, before the model loads
     if tc_enabled(cfg):
         tc_dataset(cfg, preset)
-    resume = resolve_resume(cfg)
-    if resume is None and not cfg.keyframe_only and cfg.fusion != "copy" and dist.is_main():
-        print(RANDOM_WARNING, file=sys.stderr, flush=True)
-    model, _ = build_model(cfg, preset, device, resume=resume)
+    if cfg.backend == "onnxruntime":
+        model, resume = onnx_model(cfg, preset, device), Path(cfg.export_dir)
+    else:
+        resume = resolve_resume(cfg)
+        if resume is None and not cfg.keyframe_only and cfg.fusion != "copy" and dist.is_main():
+            print(RANDOM_WARNING, file=sys.stderr, flush=True)
+        model, _ = build_model(cfg, preset, device, resume=resume)
     name = cfg.ResFolderName or _shared_timestamp()
     saving = cfg.save_res or cfg.save_seq_res
     final_pred, staging = pred_dir(cfg, name), staging_dir(pred_dir(cfg, name))

@@ -287,3 +287,50 @@ def test_keyframe_graph_of_other_keyframe_nets(spec, tmp_path):
     diff = check_graph(path, "keyframe", {(64, 128): (inputs, expected)})["64x128"]
     assert expected.shape == (1, 19, 8, 16)
     assert diff <= CHECK_TOLERANCE * max(1.0, expected.abs().max().item())
+
+
+@pytest.mark.slow
+def test_from_export_is_the_same_host_loop(case_a, case_a_files, case_a_export):
+    frames = case_a["frames"].numpy() if hasattr(case_a["frames"], "numpy") else case_a["frames"]
+    ours = VideoPredictor.from_export(str(case_a_export))
+    ref = _onnx_predictor(case_a_export)
+    assert ours.key_interval == 3 and ours.model.takes_uint8_frames
+    for frame in frames:
+        a, b = ours.step(frame), ref.step(frame)
+        assert a.is_keyframe == b.is_keyframe
+        torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_benchmark_times_both_backends(case_a_files, case_a_export, tmp_path):
+    h, w = (int(v) for v in SIZES[0].split("x"))
+    args = ["--benchmark", "1", "--backend", "onnxruntime", "--export-dir", str(case_a_export), "--device", "cpu",
+            "--segnet-weights", str(case_a_files / "swnet.pt"), "--resume", str(case_a_files / "gsvnet.tar"),
+            "--bench-height", str(h), "--bench-width", str(w), "--bench-repeats", "1", "--bench-scales", "0.75",
+            "--results-dir", str(tmp_path)]
+    assert main(args) == 0
+    result = json.loads(next(tmp_path.glob("bench_*.json")).read_text())
+    backends = result["backends"]
+    assert set(backends["times_ms"]) == {f"{b}_{k}" for b in ("pytorch", "onnxruntime")
+                                         for k in ("keyframe", "nonkeyframe")}
+    assert all(v["step"]["median_ms"] > 0 for v in backends["times_ms"].values())
+    assert backends["max_abs_logit_diff"] < 1e-2  # logits of case A reach ~430: 1e-4 relative is ~4e-2
+    assert "| nonkeyframe (ms) |" in next(tmp_path.glob("bench_*.md")).read_text()
+
+
+@pytest.mark.slow
+def test_evaluate_on_onnxruntime_matches_pytorch(tmp_path):
+    from tests.test_eval_cli import H, W, cli as eval_args, eval_dir, make_env
+    env = make_env(tmp_path)
+    out = tmp_path / "export"
+    assert main(["--export", "onnx", "--dataset", "synthetic", "--segnet-weights", str(env["segnet"]), "--resume",
+                 str(env["ckpt"]), "--output", str(out), "--export-size", f"{H}x{W}"]) == 0
+    common = ("--eval-multi-step", "1", "2", "--resume", str(env["ckpt"]))
+    assert main(eval_args(env, *common, "--ResFolderName", "pt")) == 0
+    assert main(eval_args(env, *common, "--ResFolderName", "ort", "--backend", "onnxruntime",
+                          "--export-dir", str(out))) == 0
+    pt, ort = (json.loads((eval_dir(env, n) / "metrics.json").read_text()) for n in ("pt", "ort"))
+    for k in ("0", "1", "2"):
+        assert ort["per_distance"][k]["miou"] == pytest.approx(pt["per_distance"][k]["miou"], abs=0.05)
+    assert ort["temporal_consistency"]["miou"] == pytest.approx(pt["temporal_consistency"]["miou"], abs=0.05)
+    assert main(eval_args(env, *common, "--backend", "onnxruntime")) == 1  # no --export-dir: a clear error
