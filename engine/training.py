@@ -166,3 +166,9 @@ class TimeBudget:
     def note(self, steps: int, epoch: int) -> str:
         return (f"time budget reached: {self.agreed:.1f} s of training (--time-budget {self.seconds:g}) after "
                 f"{steps} iterations in all, in epoch {epoch}; stopped there")
+
+    def ran_out(self, steps: int, epoch: int, announce: bool) -> bool:
+        """Whether the budget ran out (the caller then ends its epoch loop); prints the note if ``announce``."""
+        if self.stopped and announce:
+            print(self.note(steps, epoch))
+        return self.stopped

@@ -36,9 +36,7 @@ def train(cfg: Config, device: torch.device) -> int:
         state.epoch = epoch + 1
         with dist.fail_together("saving the checkpoint"):
             save_checkpoints(ctx, state, current, is_best)
-        if ctx.budget.stopped:
-            if dist.is_main():
-                print(ctx.budget.note(state.step, epoch))
+        if ctx.budget.ran_out(state.step, epoch, announce=dist.is_main()):
             break
     ctx.logger.close()
     if dist.is_main():

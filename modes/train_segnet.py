@@ -38,9 +38,7 @@ def train_segnet(cfg: Config, device: torch.device) -> int:
                   f"{cfg.key_scale}) {'-' if current is None else f'{current:.2f}'}")
         with dist.fail_together("saving the keyframe-net weights"):
             save_segnet(ctx, state, current, is_best)
-        if ctx.budget.stopped:
-            if dist.is_main():
-                print(ctx.budget.note(state.step, epoch))
+        if ctx.budget.ran_out(state.step, epoch, announce=dist.is_main()):
             break
     ctx.logger.close()
     if dist.is_main():

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from dataset.synthetic import generate
+from models.swiftnet import SwiftNet
 
 TINY = dict(num_train=2, num_val=1, height=64, width=128, num_frames=6, gt_index=4)  # the default tiny set
 
@@ -34,3 +36,13 @@ def synthetic_data(tmp_path_factory):
             made[key] = root
         return made[key]
     return make
+
+
+@pytest.fixture(scope="session")
+def segnet_file(tmp_path_factory) -> Path:
+    """A random SwiftNet-R18 (seed 0, 19 classes) in the official raw-state_dict format: the frozen keyframe
+    net of the CLI training tests."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "swnet.pt"
+    torch.save(SwiftNet(19).state_dict(), path)
+    return path

@@ -22,7 +22,7 @@ from config.presets import get_preset
 from engine.evaluation import eval_split
 from engine.losses import class_weight_tensor
 from tests.test_eval_cli import cli as eval_args, eval_dir, make_env
-from tests.test_train_cli import prop_args, segnet_file  # noqa: F401 (a fixture)
+from tests.test_train_cli import prop_args
 from utils.checkpoint import load_file
 
 REPO = Path(__file__).resolve().parents[1]

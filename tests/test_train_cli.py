@@ -33,16 +33,7 @@ RUN = ("run", "synthetic")
 
 @pytest.fixture(scope="module")
 def data(synthetic_data) -> Path:
-    return synthetic_data(num_train=2, num_val=1, height=64, width=128, num_frames=6, gt_index=4)
-
-
-@pytest.fixture(scope="module")
-def segnet_file(tmp_path_factory) -> Path:
-    """A random SwiftNet in the official raw-state_dict format (the frozen keyframe net)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "swnet.pt"
-    torch.save(SwiftNet(19).state_dict(), path)
-    return path
+    return synthetic_data()  # the default tiny set (conftest.TINY)
 
 
 def args(data: Path, logs: Path, name: str, *extra: str) -> list[str]:

@@ -16,7 +16,7 @@ from dataset.video import read_rgb
 from engine.step_timing import time_steps
 from engine.predictor import VideoPredictor
 from main import main as cli
-from utils.visualize import colorize, grid, save_png
+from utils.visualize import colorize, grid, save_figure, save_png
 
 PALETTE_PRESET = "synthetic"
 DISTANCES = ("0", "1", "2", "3", "4")
@@ -125,11 +125,7 @@ def write_plot(results: dict, bench: dict, path: Path) -> Path:
     ax.set_title("Synthetic val: accuracy vs throughput (cf. paper Fig. 3)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _cell(x) -> str:

@@ -32,6 +32,7 @@ from main import main as cli
 from engine.segnet_training import weights_name
 from models.keyframe_net import spec_dirname
 from tools.demo import GSVNET_ARGS, NUM_TRAIN, NUM_VAL, SEGNET_ARGS
+from utils.visualize import save_figure
 
 NETS = {"swiftnet": "SwiftNet-R18", "pidnet_s": "PIDNet-S",
         "torchvision:lraspp_mobilenet_v3_large": "LR-ASPP MobileNetV3-L"}
@@ -248,11 +249,7 @@ def write_plot(rows: list[dict], meta: dict, path: Path) -> Path:
                  "propagation training each)" + (" — --quick, meaningless" if meta.get("quick") else ""), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def cpu_model() -> str:

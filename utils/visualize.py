@@ -238,3 +238,14 @@ def save_label_png(path: str | os.PathLike, labels, compression: int | None = No
                              f"got [{labels.min()}, {labels.max()}]")
         labels = labels.astype(np.uint8)
     return save_png(path, labels, compression)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Lay out and write a matplotlib figure (parent folders created), then close it."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    import matplotlib.pyplot as plt  # only figure writers need it; imported here so this module stays light
+    plt.close(fig)
+    return path
