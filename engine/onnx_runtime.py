@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from config.config import Config
+from config.dataset_preset import DatasetPreset
 from models.gsvnet import lowres_size
 
 # The format, version 1 (engine/onnx_export.py writes it)
@@ -261,3 +263,23 @@ def load_export(folder: str | Path, providers: Sequence[str] | None = None,
             _check_session(loaded[name], folder / name, part, size, int(meta["num_classes"]))
             sessions[part][size_key(size)] = loaded[name]
     return OnnxGSVNet(sessions, meta), meta
+
+
+def onnx_model_for(cfg: Config, preset: DatasetPreset, device: torch.device, key_scale: float) -> "OnnxGSVNet":
+    """The graphs of --export-dir on ONNX Runtime (--backend onnxruntime), checked against the run's dataset
+    (class count), keyframe scale and fusion."""
+    if not cfg.export_dir:
+        raise ValueError("--backend onnxruntime needs --export-dir (a folder written by --export onnx)")
+    if device.type != "cpu":
+        raise ValueError("--backend onnxruntime evaluates on ONNX Runtime's CPU provider; pass --device cpu")
+    model, meta = load_export(cfg.export_dir)
+    if int(meta["num_classes"]) != preset.num_classes:
+        raise ValueError(f"{cfg.export_dir}/gsvnet.json: {meta['num_classes']} classes, but --dataset {cfg.dataset} "
+                         f"has {preset.num_classes}")
+    if abs(float(meta["key_scale"]) - key_scale) > 1e-9:
+        raise ValueError(f"{cfg.export_dir}/gsvnet.json: exported at key scale {meta['key_scale']}, but --eval-scale "
+                         f"is {key_scale}")
+    if cfg.fusion not in ("gsv", "copy"):
+        raise ValueError(f"--backend onnxruntime: the exported propagate graph is GSVNet's; --fusion {cfg.fusion} "
+                         f"needs --backend pytorch")
+    return model

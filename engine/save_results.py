@@ -154,7 +154,7 @@ def clip_frame_names(name: str, distance: int, preset: DatasetPreset) -> list[st
 
 
 class PredictionWriter:
-    """Writes evaluation predictions under ``root`` (DESIGN.md §9, §13)::
+    """Writes evaluation predictions under ``root`` (docs/evaluation.md#outputs)::
 
         root/k{k}/{name}_leftImg8bit.png          labelIds, full resolution (CamVid: {name}.png, train ids)
         root/k{k}/color/color_{name}.png           colour PNG of the same prediction

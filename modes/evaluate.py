@@ -13,7 +13,7 @@ from config.config import Config
 from engine import distributed as dist
 from engine.evaluation import eval_datasets, eval_distances, evaluate_model
 from engine.model_builder import build_model
-from engine.onnx_runtime import load_export
+from engine.onnx_runtime import onnx_model_for
 from engine.runs import pred_dir, preset_of, resolve_resume, run_dir, write_config
 from engine.save_results import commit_staged, discard_staged, staging_dir
 from engine.temporal_evaluation import evaluate_temporal_consistency, tc_dataset, tc_enabled
@@ -58,22 +58,6 @@ def _measure(model, cfg: Config, preset, device, distances: list[int], save_dir)
     return metrics
 
 
-def onnx_model(cfg: Config, preset, device: torch.device):
-    """The graphs of --export-dir on ONNX Runtime, checked against the run's dataset and flags."""
-    if not cfg.export_dir:
-        raise ValueError("--backend onnxruntime needs --export-dir (a folder written by --export onnx)")
-    if device.type != "cpu":
-        raise ValueError("--backend onnxruntime evaluates on ONNX Runtime's CPU provider; pass --device cpu")
-    model, meta = load_export(cfg.export_dir)
-    if int(meta["num_classes"]) != preset.num_classes:
-        raise ValueError(f"{cfg.export_dir}/gsvnet.json: {meta['num_classes']} classes, but --dataset {cfg.dataset} "
-                         f"has {preset.num_classes}")
-    if abs(float(meta["key_scale"]) - cfg.eval_scale) > 1e-9:
-        raise ValueError(f"{cfg.export_dir}/gsvnet.json: exported at key scale {meta['key_scale']}, but --eval-scale "
-                         f"is {cfg.eval_scale}")
-    return model
-
-
 def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
     preset = preset_of(cfg)
     distances = eval_distances(cfg)
@@ -81,7 +65,7 @@ def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
     if tc_enabled(cfg):
         tc_dataset(cfg, preset)
     if cfg.backend == "onnxruntime":
-        model, resume = onnx_model(cfg, preset, device), Path(cfg.export_dir)
+        model, resume = onnx_model_for(cfg, preset, device, cfg.eval_scale), Path(cfg.export_dir)
     else:
         resume = resolve_resume(cfg)
         if resume is None and not cfg.keyframe_only and cfg.fusion != "copy" and dist.is_main():

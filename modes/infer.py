@@ -42,12 +42,14 @@ from dataset.video import open_frames, read_rgb
 from dataset.video_corpus import frame_count, is_corpus, list_videos, shard_by_frames, unique_stems
 from engine import distributed as dist
 from engine.model_builder import build_model
+from engine.onnx_runtime import onnx_model_for
 from engine.predictor import VideoPredictor
 from engine.runs import data_root, pred_dir, preset_of, resolve_resume, timestamp
 from engine.save_results import SUMMARY_NAME, is_complete, parse_outputs
 from engine.video_job import Item, make_predictor, run_to_folder, warm_up
 from modes.job import run_job
 from utils.logging import write_json
+from utils.temporal_consistency import StreamingTC
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FPS = {"cityscapes": 17.0, "camvid": 30.0}  # the datasets' capture rates
@@ -149,11 +151,14 @@ def _outputs(cfg: Config, preset: DatasetPreset) -> tuple[str, ...]:
 
 
 def _load_predictor(cfg: Config, preset: DatasetPreset, device: torch.device) -> VideoPredictor:
-    resume = resolve_resume(cfg)
+    resume = resolve_resume(cfg) if cfg.backend == "pytorch" else Path(cfg.export_dir)
     if resume is None and cfg.key_interval > 1 and cfg.fusion != "copy" and dist.is_main():
         print("WARNING: no --resume given: the flow net and GSV module are RANDOMLY INITIALISED; "
               "non-keyframes are meaningless (pass --resume 1 or --resume PATH)", file=sys.stderr, flush=True)
-    model, _ = build_model(cfg, preset, device, resume=resume)
+    if cfg.backend == "onnxruntime":
+        model = onnx_model_for(cfg, preset, device, cfg.eval_scale)
+    else:
+        model, _ = build_model(cfg, preset, device, resume=resume)
     predictor = make_predictor(model, cfg, device)
     warm_up(predictor)
     return predictor
@@ -162,8 +167,12 @@ def _load_predictor(cfg: Config, preset: DatasetPreset, device: torch.device) ->
 def _frame_hooks(cfg: Config, preset: DatasetPreset, source: str) -> tuple[Callable | None, Callable[[], dict]]:
     """(on_frame, extra) for one input's run (engine.video_job.run_to_folder); ``extra()`` gives the summary
     fields beyond the stream's own. The place where --temporal-consistency 1 plugs in a per-frame
-    accumulator and adds {"temporal_consistency": ...}; until then summary.json says null there."""
-    return None, lambda: {"input": source}
+    accumulator and adds {"temporal_consistency": ...} (null when off: the default for --inference)."""
+    if cfg.temporal_consistency != 1:
+        return None, lambda: {"input": source}
+    stream = StreamingTC(preset.num_classes)
+    return (lambda index, name, frame, out: stream.add(frame, out.labels),
+            lambda: {"input": source, "temporal_consistency": stream.result()})
 
 
 def _report(dest: Path, info: dict) -> str:

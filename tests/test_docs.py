@@ -40,3 +40,20 @@ def test_readme_flags_exist_in_the_parser():
               "--master_port", "--rdzv_backend", "--rdzv-backend", "--rdzv_endpoint", "--rdzv-endpoint", "--rdzv_id",
               "--rdzv-id", "--help"}  # torchrun's own flags
     assert sorted(shown - known - others) == []
+
+
+def package_files() -> list[str]:
+    return sorted(f"{p.parent.name}/{p.name}" for folder in ("config", "dataset", "engine", "models", "modes",
+                                                             "tools", "utils")
+                  for p in (REPO / folder).glob("*.py") if p.name != "__init__.py")
+
+
+def test_architecture_doc_names_every_module():
+    text = (REPO / "docs" / "architecture.md").read_text()
+    assert [f for f in package_files() if f.split("/")[1] not in text] == []
+
+
+def test_readme_layout_matches_the_tree():
+    text = (REPO / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## Using it")]
+    assert [f for f in package_files() if f.split("/")[1][:-3] not in layout] == []

@@ -298,3 +298,29 @@ def test_adaptive_keyframes_reach_summary(env, tmp_path, capsys):
                        "--save", "none", "--output", str(out)))
     assert rc == 0, capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text())["keyframes"] == [0, 4]
+
+
+def test_temporal_consistency_reaches_summary(env, tmp_path, capsys):
+    """--temporal-consistency 1: summary.json holds TC of the written labels under DIS flow, equal to an
+    independent computation from the frames and label PNGs on disk; off by default (null)."""
+    from utils.optical_flow import dis_backward_flow
+    from utils.temporal_consistency import TemporalConsistency
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = moving_frames(4, 64, 96)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), f[:, :, ::-1])
+    out, off = tmp_path / "out", tmp_path / "off"
+    assert main.main(cli(env, folder, "--resume", str(env["ckpt"]), "--output", str(out),
+                         "--temporal-consistency", "1", "--save", "label")) == 0, capsys.readouterr().err
+    assert main.main(cli(env, folder, "--resume", str(env["ckpt"]), "--output", str(off), "--save", "none")) == 0
+    tc = json.loads((out / "summary.json").read_text())["temporal_consistency"]
+    assert json.loads((off / "summary.json").read_text())["temporal_consistency"] is None
+    labels = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((out / "label").glob("*.png"))]
+    ref = TemporalConsistency(19)
+    for prev_f, f, prev_l, lab in zip(frames, frames[1:], labels, labels[1:]):
+        ref.add(prev_l, lab, *dis_backward_flow(prev_f, f))
+    expected = ref.result()
+    assert tc["flow"] == "dis" and tc["pairs"] == 3
+    for key in ("miou", "miou_unmasked", "excluded_fraction"):
+        assert tc[key] == pytest.approx(expected[key], abs=1e-9)

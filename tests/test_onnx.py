@@ -334,3 +334,26 @@ def test_evaluate_on_onnxruntime_matches_pytorch(tmp_path):
         assert ort["per_distance"][k]["miou"] == pytest.approx(pt["per_distance"][k]["miou"], abs=0.05)
     assert ort["temporal_consistency"]["miou"] == pytest.approx(pt["temporal_consistency"]["miou"], abs=0.05)
     assert main(eval_args(env, *common, "--backend", "onnxruntime")) == 1  # no --export-dir: a clear error
+
+
+@pytest.mark.slow
+def test_inference_on_onnxruntime_writes_the_pytorch_labels(case_a, case_a_files, case_a_export, tmp_path):
+    import cv2
+    frames = case_a["frames"].numpy() if hasattr(case_a["frames"], "numpy") else case_a["frames"]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.ascontiguousarray(f[:, :, ::-1]))
+    common = ["--inference", "1", "--input", str(folder), "--dataset", "cityscapes", "--device", "cpu",
+              "--segnet-weights", str(case_a_files / "swnet.pt"), "--resume", str(case_a_files / "gsvnet.tar"),
+              "--save", "label"]
+    assert main(common + ["--output", str(tmp_path / "pt")]) == 0
+    assert main(common + ["--output", str(tmp_path / "ort"), "--backend", "onnxruntime",
+                          "--export-dir", str(case_a_export)]) == 0
+    pt, ort = ([cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((tmp_path / d / "label").glob("*.png"))]
+               for d in ("pt", "ort"))
+    assert len(pt) == len(ort) == len(frames)
+    agree = np.mean([np.mean(a == b) for a, b in zip(pt, ort)])
+    assert agree >= 0.999, agree
+    summary = json.loads((tmp_path / "ort" / "summary.json").read_text())
+    assert summary["keyframes"] == json.loads((tmp_path / "pt" / "summary.json").read_text())["keyframes"]

@@ -126,3 +126,25 @@ class TemporalConsistency:
         return {"miou": 100.0 * miou(self.cm), "miou_unmasked": 100.0 * miou(self.cm_unmasked),
                 "excluded_fraction": self.excluded / self.scored if self.scored else math.nan,
                 "pairs": self.pairs}
+
+
+class StreamingTC:
+    """TC of a predicted video as it streams (``--inference --temporal-consistency 1``): each frame's labels
+    against the previous frame's, carried by OpenCV DIS flow with its forward-backward mask
+    (utils/optical_flow.py). A change of frame size starts a new pair chain. Costs a DIS pair per frame
+    (7–60 ms per direction at 720p), more than a non-keyframe step: off by default."""
+
+    def __init__(self, num_classes: int):
+        from utils.optical_flow import dis_backward_flow  # OpenCV only when asked for
+        self._flow = dis_backward_flow
+        self.tc = TemporalConsistency(num_classes)
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, frame_rgb: np.ndarray, labels: np.ndarray) -> None:
+        if self._prev is not None and self._prev[0].shape == frame_rgb.shape:
+            flow, valid = self._flow(self._prev[0], frame_rgb)
+            self.tc.add(self._prev[1], labels, flow, valid)
+        self._prev = (frame_rgb, labels)
+
+    def result(self) -> dict:
+        return {**self.tc.result(), "flow": "dis"}
