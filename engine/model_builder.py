@@ -167,7 +167,11 @@ def build_model(cfg: Config, preset: DatasetPreset, device: torch.device, resume
     """
     seed_everything(cfg.seed)  # every random start (a GSV not in a checkpoint, say) is the same per run and rank
     path = segnet_weights_path(cfg)
-    # a missing file (given or default) falls back to the checkpoint's keyframe net, else to missing_segnet
+    if cfg.segnet_weights and not Path(cfg.segnet_weights).exists():  # asked for by name: never silently ignored
+        raise FileNotFoundError(f"keyframe-net weights not found: {cfg.segnet_weights} (--segnet-weights); train "
+                                f"them with `python main.py --train-segnet 1` (or `make demo`, which trains everything "
+                                f"on the synthetic data)")
+    # a missing default file falls back to the checkpoint's keyframe net, else to missing_segnet
     weights = str(path) if path is not None and path.exists() else None
     if missing_segnet is None:
         missing_segnet = "error" if parse_spec(cfg.segnet).kind == "builtin" else "warn"
