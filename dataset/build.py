@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config.dataset_preset import DatasetPreset
 from dataset.synthetic import read_marker
 
 CITYSCAPES_FRAMES_BEFORE_GT = 19  # a Cityscapes sequence snippet: 30 frames, annotated at index 19
@@ -26,7 +25,7 @@ def require_synthetic(root: str) -> dict | None:
     return marker
 
 
-def max_distance(preset: DatasetPreset, root: str) -> int | None:
+def max_distance(preset, root: str) -> int | None:
     """The largest clip distance k (frames GT−k..GT) the snippets of ``preset`` at ``root`` hold, or None
     when the loader itself decides per sample (CamVid)."""
     if preset.kind == "camvid":
@@ -37,7 +36,7 @@ def max_distance(preset: DatasetPreset, root: str) -> int | None:
     return CITYSCAPES_FRAMES_BEFORE_GT
 
 
-def check_distances(preset: DatasetPreset, root: str, distances, flag: str) -> None:
+def check_distances(preset, root: str, distances, flag: str) -> None:
     """Refuse, before any work, distances the snippets cannot hold (naming the flag and the limit)."""
     limit = max_distance(preset, root)
     too_far = sorted(int(k) for k in distances if limit is not None and int(k) > limit)
@@ -46,9 +45,10 @@ def check_distances(preset: DatasetPreset, root: str, distances, flag: str) -> N
                          f"{limit} frames before the annotated one, so distances must be <= {limit}")
 
 
-def build_dataset(preset: DatasetPreset, split: str, distance: int, root: str | None = None, transform=None,
+def build_dataset(preset, split: str, distance: int, root: str | None = None, transform=None,
                   with_label: bool = True, dense: bool = False):
-    """The sequence dataset of ``preset`` (root defaults to ``preset.data_path``).
+    """The sequence dataset of ``preset`` (a config.dataset_preset.DatasetPreset, passed in so that dataset/
+    never imports config/; root defaults to ``preset.data_path``).
 
     dense: every frame as a sample, labelled from the synthetic generator's per-frame labels.
     """
