@@ -52,6 +52,8 @@ def warp(x: Tensor, flow: Tensor) -> Tensor:
     # Out-of-place arithmetic, so the caller's flow tensor is never touched (unlike the official code).
     grid_x = base_x + flow[:, 0] * (2.0 / (w - 1))
     grid_y = base_y + flow[:, 1] * (2.0 / (h - 1))
+    if torch.compiler.is_exporting():
+        return warp_gathered(x, grid_x, grid_y)
     if _compiled_applies(x, flow):
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         cpu_kernels.follow_torch_threads()
@@ -59,6 +61,42 @@ def warp(x: Tensor, flow: Tensor) -> Tensor:
         return out
     grid = torch.stack((grid_x, grid_y), dim=-1)  # B×H×W×2, last dim (x, y) as grid_sample expects
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def warp_gathered(x: Tensor, grid_x: Tensor, grid_y: Tensor) -> Tensor:
+    """grid_sample(x, (grid_x, grid_y), bilinear, zeros, align_corners=True) written as one row gather.
+
+    The form an exported graph holds (``warp`` takes it while ``torch.compiler.is_exporting()``): ONNX
+    Runtime's GridSample kernel computes every class channel's sample separately and takes ~4.5 ms for
+    19×128×256 on 2 CPU cores, ~7× the compiled kernel, while this form takes ~2 ms there: the
+    four corners of every pixel are computed once, each corner's C values are copied as one row of the
+    channels-last map (a Gather per corner), and corners outside the map get weight 0 (their index is clamped
+    into it). Same corner weights and summation order as grid_sample's CPU kernel; tested against it.
+
+    x: B×C×H×W; grid_x, grid_y: B×H×W in align_corners=True coordinates (-1 … 1 spans the map).
+    """
+    b, c, h, w = x.shape
+    ix = (grid_x + 1) / 2 * (w - 1)  # grid_sample's un-normalisation
+    iy = (grid_y + 1) / 2 * (h - 1)
+    x0, y0 = ix.floor(), iy.floor()
+    x1, y1 = x0 + 1, y0 + 1
+    index, weight = [], []
+    for cy, wy in ((y0, y1 - iy), (y1, iy - y0)):  # corner order nw, ne, sw, se
+        for cx, wx in ((x0, x1 - ix), (x1, ix - x0)):
+            inside = (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
+            weight.append(wx * wy * inside.to(x.dtype))
+            index.append(cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1))
+    first_row = (torch.arange(b, device=x.device) * (h * w)).view(b, 1, 1)
+    table = x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # one row of C values per pixel
+
+    def corner(k: int) -> Tensor:  # B×H×W×C: corner k's values, weighted
+        rows = (index[k].long() + first_row).reshape(-1)
+        return table.index_select(0, rows).view(b, h, w, c) * weight[k].unsqueeze(-1)
+
+    out = corner(0)
+    for k in range(1, 4):
+        out = out + corner(k)
+    return out.permute(0, 3, 1, 2)
 
 
 def corner_positions(n: int, like: Tensor) -> Tensor:
