@@ -42,7 +42,7 @@ from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet, lowres_size
 from utils.logging import git_commit, write_json
 
-OPSET = 18  # the format asks for >= 16 (GridSample's opset, should a warp form ever need it)
+OPSET = 18  # gsvnet-onnx/1 asks for >= 16
 DEFAULT_SIZE = (1024, 2048)  # --export-size when none is given
 # Export check, graph vs PyTorch: max |difference| <= CHECK_TOLERANCE · max(1, max |PyTorch output|). The
 # project's bar against the official code: float32 rounding of a deep random-init net reaches ~1e-4 of

@@ -46,12 +46,7 @@ def warp(x: Tensor, flow: Tensor) -> Tensor:
         # With align_corners=True a 1-pixel axis has no scale, so a displacement along it cannot be expressed.
         raise ValueError(f"warp: x needs H >= 2 and W >= 2, got H={h}, W={w}")
     flow = flow.to(dtype=x.dtype)  # grid_sample needs grid and input of the same dtype
-    base_x = corner_positions(w, x).view(1, 1, w)
-    base_y = corner_positions(h, x).view(1, h, 1)
-    # Pixel displacement → normalised displacement: the full width spans 2 over (W − 1) pixel steps.
-    # Out-of-place arithmetic, so the caller's flow tensor is never touched (unlike the official code).
-    grid_x = base_x + flow[:, 0] * (2.0 / (w - 1))
-    grid_y = base_y + flow[:, 1] * (2.0 / (h - 1))
+    grid_x, grid_y = sampling_grid(flow)
     if torch.compiler.is_exporting():
         return warp_gathered(x, grid_x, grid_y)
     if _compiled_applies(x, flow):
@@ -63,15 +58,25 @@ def warp(x: Tensor, flow: Tensor) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+def sampling_grid(flow: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel flow B×2×H×W (H, W ≥ 2) -> where each pixel samples, (x, y) each B×H×W, in grid_sample's
+    align_corners=True coordinates. Pixel displacement → normalised displacement: the full width spans 2
+    over (W − 1) pixel steps. Out-of-place, so the caller's flow is never touched (unlike the official code)."""
+    h, w = flow.shape[-2:]
+    grid_x = corner_positions(w, flow).view(1, 1, w) + flow[:, 0] * (2.0 / (w - 1))
+    grid_y = corner_positions(h, flow).view(1, h, 1) + flow[:, 1] * (2.0 / (h - 1))
+    return grid_x, grid_y
+
+
 def warp_gathered(x: Tensor, grid_x: Tensor, grid_y: Tensor) -> Tensor:
-    """grid_sample(x, (grid_x, grid_y), bilinear, zeros, align_corners=True) written as one row gather.
+    """grid_sample(x, (grid_x, grid_y), bilinear, zeros, align_corners=True) written as row gathers.
 
     The form an exported graph holds (``warp`` takes it while ``torch.compiler.is_exporting()``): ONNX
     Runtime's GridSample kernel computes every class channel's sample separately and takes ~4.5 ms for
     19×128×256 on 2 CPU cores, ~7× the compiled kernel, while this form takes ~2 ms there: the
     four corners of every pixel are computed once, each corner's C values are copied as one row of the
-    channels-last map (a Gather per corner), and corners outside the map get weight 0 (their index is clamped
-    into it). Same corner weights and summation order as grid_sample's CPU kernel; tested against it.
+    channels-last map (a Gather per corner), and corners outside the map get weight 0 (their index
+    is clamped into it). Same corner weights and summation order as grid_sample's CPU kernel; tested against it.
 
     x: B×C×H×W; grid_x, grid_y: B×H×W in align_corners=True coordinates (-1 … 1 spans the map).
     """

@@ -13,14 +13,7 @@ from torch import nn
 
 from engine.onnx_export import write_graph
 from models import cpu_kernels
-from models.warp import corner_positions, warp, warp_gathered
-
-
-def _grid(flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    h, w = flow.shape[-2:]
-    x = torch.zeros(1)
-    return (corner_positions(w, x).view(1, 1, w) + flow[:, 0] * (2.0 / (w - 1)),
-            corner_positions(h, x).view(1, h, 1) + flow[:, 1] * (2.0 / (h - 1)))
+from models.warp import sampling_grid, warp, warp_gathered
 
 
 def _flows(b: int, h: int, w: int) -> torch.Tensor:
@@ -36,7 +29,7 @@ def _flows(b: int, h: int, w: int) -> torch.Tensor:
 def test_gathered_form_equals_grid_sample(shape):
     b, c, h, w = shape
     x = torch.randn(shape) * 5
-    grid_x, grid_y = _grid(_flows(b, h, w))
+    grid_x, grid_y = sampling_grid(_flows(b, h, w))
     ref = F.grid_sample(x, torch.stack((grid_x, grid_y), dim=-1), mode="bilinear", padding_mode="zeros",
                         align_corners=True)
     out = warp_gathered(x, grid_x, grid_y)
@@ -52,7 +45,7 @@ def test_gathered_form_is_differentiable_like_grid_sample():
     flow = (torch.randn(1, 2, 9, 11) * 2).requires_grad_()
     grads = []
     for form in ("grid_sample", "gathered"):
-        gx, gy = _grid(flow)
+        gx, gy = sampling_grid(flow)
         out = (F.grid_sample(x, torch.stack((gx, gy), dim=-1), align_corners=True) if form == "grid_sample"
                else warp_gathered(x, gx, gy))
         grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), (x, flow)))
