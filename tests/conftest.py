@@ -1,5 +1,6 @@
 """Shared test fixtures and the ``slow`` marker.
 
+``case_a``: the official GSVNet code's parity case A (frames, expected logits, stand-in weight recipe).
 ``synthetic_data(**params)``: a tiny synthetic dataset in the Cityscapes layout, generated once per
 parameter set for the whole session (read-only for tests: copy it before changing files).
 ``slow``: subprocess/torchrun runs and full-size models; ``make test`` runs them, ``make test-fast``
@@ -15,11 +16,17 @@ import torch
 from dataset.synthetic import generate
 from models.swiftnet import SwiftNet
 
+CASE_A = Path(__file__).parent / "data" / "case_a_swiftnet_light.pt"
 TINY = dict(num_train=2, num_val=1, height=64, width=128, num_frames=6, gt_index=4)  # the default tiny set
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: subprocess, torchrun or full-size runs (skipped by make test-fast)")
+
+
+@pytest.fixture(scope="session")
+def case_a() -> dict:
+    return torch.load(CASE_A, weights_only=True)
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,15 @@ def fingerprint(sd) -> str:
     return h.hexdigest()
 
 
+def case_state_dicts(case: dict) -> "dict[str, OrderedDict[str, torch.Tensor]]":
+    """The stand-in weights of a parity case (segnet, gsv, flow), each checked against the case's fingerprint."""
+    sds = {part: make_state_dict(read_keys(case[f"keylist_{part}"]), case[f"seed_{part}"])
+           for part in ("segnet", "gsv", "flow")}
+    for part, sd in sds.items():
+        assert fingerprint(sd) == case[f"fingerprint_{part}"], f"stand-in {part} weights differ from the recipe"
+    return sds
+
+
 def official_args(segnet: str = "swiftnet", flow: str = "light") -> argparse.Namespace:
     """A few fields of the official trainer's Namespace, as its checkpoints carry one."""
     return argparse.Namespace(segnet=segnet, optical_flow_network=flow, dataset="cityscapes", batch_size=8,

@@ -27,10 +27,9 @@ from engine.step_timing import moving_frame, synthetic_texture
 from main import main
 from models import cpu_kernels
 from models.gsvnet import GSVNet
-from tests.stand_in_weights import make_state_dict, read_keys, save_official_gsvnet
+from tests.stand_in_weights import case_state_dicts, save_official_gsvnet
 
 DATA = Path(__file__).parent / "data"
-CASE_A = DATA / "case_a_swiftnet_light.pt"
 REAL_CKPT = DATA / "gsvnet_swnet_seq_checkpoint.pth.tar"
 SIZES = ("128x256", "64x128")  # case A's frames, and a second size that proves the dynamic graphs
 
@@ -128,15 +127,9 @@ def test_export_cli_errors(tmp_path, capsys, args, message):
 
 # --- slow: whole exports --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def case_a():
-    return torch.load(CASE_A, weights_only=True)
-
-
-@pytest.fixture(scope="module")
 def case_a_files(case_a, tmp_path_factory):
     folder = tmp_path_factory.mktemp("case_a_onnx")
-    sds = {part: make_state_dict(read_keys(case_a[f"keylist_{part}"]), case_a[f"seed_{part}"])
-           for part in ("segnet", "gsv", "flow")}
+    sds = case_state_dicts(case_a)
     torch.save(sds["segnet"], folder / "swnet.pt")
     save_official_gsvnet(sds["gsv"], sds["flow"], folder / "gsvnet.tar")
     return folder

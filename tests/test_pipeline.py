@@ -12,27 +12,18 @@ import torch
 from engine.predictor import VideoPredictor
 from models.checkpoints import gsvnet_checkpoint
 from models.gsvnet import GSVNet, keyframe_size
-from tests.stand_in_weights import (fingerprint, make_state_dict, read_keys, save_official_gsvnet)
+from tests.stand_in_weights import case_state_dicts, save_official_gsvnet
 from utils.checkpoint import save_atomic
 
 DATA = Path(__file__).parent / "data"
-CASE_A = DATA / "case_a_swiftnet_light.pt"
 REAL_CKPT = DATA / "gsvnet_swnet_seq_checkpoint.pth.tar"
-
-
-@pytest.fixture(scope="module")
-def case_a():
-    return torch.load(CASE_A, weights_only=True)
 
 
 @pytest.fixture(scope="module")
 def case_a_files(case_a, tmp_path_factory):
     """The fixture's stand-in weights written in the official formats (raw SwiftNet, GSVNet .pth.tar)."""
     folder = tmp_path_factory.mktemp("case_a")
-    sds = {part: make_state_dict(read_keys(case_a[f"keylist_{part}"]), case_a[f"seed_{part}"])
-           for part in ("segnet", "gsv", "flow")}
-    for part, sd in sds.items():
-        assert fingerprint(sd) == case_a[f"fingerprint_{part}"], f"stand-in {part} weights differ from the recipe"
+    sds = case_state_dicts(case_a)
     torch.save(sds["segnet"], folder / "cityscapes-swnet-R18.pt")
     save_official_gsvnet(sds["gsv"], sds["flow"], folder / "gsvnet_swnet_r18.tar")
     save_official_gsvnet(sds["gsv"], sds["flow"], folder / "gsvnet_legacy.tar", legacy=True)
