@@ -33,6 +33,15 @@ class TrainState:
     best_pred: float | None = None  # best avg mIoU (percent) so far
     step: int = 0  # optimizer steps so far
 
+    def end_epoch(self, epoch: int, current: float | None, evaluated: bool = True) -> bool:
+        """Record that ``epoch`` ran with validation score ``current``; True if it is the best so far. The
+        first evaluation always is (so a model_best exists), even when its score is undefined (None)."""
+        is_best = evaluated and (self.best_pred is None or (current is not None and current > self.best_pred))
+        if is_best and current is not None:
+            self.best_pred = current
+        self.epoch = epoch + 1
+        return is_best
+
 
 # --- shared with the keyframe-net trainer -------------------------------------------------------------
 def train_transform(cfg: Config, preset: DatasetPreset) -> ClipTransform | None:

@@ -30,10 +30,7 @@ def train(cfg: Config, device: torch.device) -> int:
         ctx.logger.scalars(stats, state.step, epoch=epoch, event="epoch")
         evaluate = (epoch + 1) % max(cfg.eval_interval, 1) == 0 or epoch + 1 == cfg.epoch or ctx.budget.stopped
         current = evaluate_epoch(ctx, epoch, state) if evaluate else None
-        # the first evaluation always yields a model_best, even if its score is undefined
-        is_best = evaluate and (state.best_pred is None or (current is not None and current > state.best_pred))
-        state.best_pred = current if is_best and current is not None else state.best_pred
-        state.epoch = epoch + 1
+        is_best = state.end_epoch(epoch, current, evaluated=evaluate)
         with dist.fail_together("saving the checkpoint"):
             save_checkpoints(ctx, state, current, is_best)
         if ctx.budget.ran_out(state.step, epoch, announce=dist.is_main()):

@@ -30,9 +30,7 @@ def train_segnet(cfg: Config, device: torch.device) -> int:
                                  fusion="copy", progress=True, purpose="select")
         current = metrics["per_distance"]["0"]["miou"]
         ctx.logger.scalars({**stats, "segnet/val_miou": current}, state.step, epoch=epoch, event="epoch")
-        is_best = state.best_pred is None or (current is not None and current > state.best_pred)
-        state.best_pred = current if is_best and current is not None else state.best_pred
-        state.epoch = epoch + 1
+        is_best = state.end_epoch(epoch, current)
         if dist.is_main():
             print(f"epoch {epoch}: train loss {stats['segnet/train_loss']:.3f} | val mIoU (k=0, scale "
                   f"{cfg.key_scale}) {'-' if current is None else f'{current:.2f}'}")
