@@ -23,6 +23,7 @@ import cv2
 from tqdm import tqdm
 
 from dataset.camvid import SEQUENCES, split_name
+from utils.errors import UserError
 
 # sequence -> (offset added to the 0-based decode index, name prefix, digits)
 NAMING = {
@@ -65,7 +66,7 @@ def extract_frames(video: str | Path, sequence: str, out_dir: str | Path,
     label_aligned_name(sequence, 0)  # validates the sequence before decoding anything
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
-        raise RuntimeError(f"cannot open video file {video} (unknown format or corrupt)")
+        raise UserError(f"cannot open video file {video} (unknown format or corrupt)")
     target = Path(out_dir) / sequence
     target.mkdir(parents=True, exist_ok=True)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
@@ -86,14 +87,14 @@ def extract_frames(video: str | Path, sequence: str, out_dir: str | Path,
                 number = split_name(name)[2]
                 if keep is None or number in keep:
                     if not cv2.imwrite(str(target / f"{name}.png"), bgr):
-                        raise RuntimeError(f"cannot write {target / f'{name}.png'}")
+                        raise UserError(f"cannot write {target / f'{name}.png'}")
                     written += 1
                 if last_needed is not None and number >= last_needed:
                     break  # nothing later is needed; saves decoding the rest of the video
     finally:
         capture.release()
     if decoded == 0:
-        raise RuntimeError(f"no frame could be decoded from {video}")
+        raise UserError(f"no frame could be decoded from {video}")
     return written
 
 

@@ -45,6 +45,7 @@ from tqdm import tqdm
 from dataset.synthetic_render import backward_flow, flow_validity, instance_ids, render_geometry
 from dataset.synthetic_scene import sample_scene
 from dataset.synthetic_texture import appearance, shade
+from utils.errors import UserError
 
 MARKER = "synthetic.json"
 FORMAT_VERSION = 1
@@ -68,7 +69,7 @@ def label_tables():
 # ----------------------------------------------------------------------------- writing
 def _imwrite(path, array):
     if not cv2.imwrite(str(path), array):
-        raise RuntimeError(f"could not write {path}")
+        raise UserError(f"could not write {path}")
 
 
 def _plan(num_train, num_val, num_frames):
@@ -133,7 +134,7 @@ def read_marker(root):
     try:
         marker = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise RuntimeError(f"{path}: unreadable synthetic-dataset marker ({err})") from err
+        raise UserError(f"{path}: unreadable synthetic-dataset marker ({err})") from err
     return marker if isinstance(marker, dict) and "params" in marker else None
 
 
@@ -195,7 +196,7 @@ def generate(root, num_train=24, num_val=8, height=256, width=512, num_frames=30
             for path in (root / name for name in OWNED if replaceable):
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         elif not overwrite:
-            raise RuntimeError(f"{root} is not empty and holds no synthetic dataset ({MARKER} missing); "
+            raise UserError(f"{root} is not empty and holds no synthetic dataset ({MARKER} missing); "
                                f"choose an empty folder or pass --overwrite to write into it anyway")
         else:
             replaceable = False

@@ -23,6 +23,8 @@ from typing import Iterator, NamedTuple
 import torch
 import torch.distributed as dist
 
+from utils.errors import UserError
+
 
 class DistInfo(NamedTuple):
     enabled: bool
@@ -68,10 +70,10 @@ def init_distributed(device_str: str = "cuda", local_rank: int | None = None,
     if world <= 1:
         return DistInfo(False, 0, 1, 0, _pick_device(device_str, 0, distributed=False))
     if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
+        raise UserError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
     rank = _env_int("RANK", -1)
     if rank < 0:
-        raise RuntimeError("WORLD_SIZE > 1 but RANK is not set; launch with torchrun or "
+        raise UserError("WORLD_SIZE > 1 but RANK is not set; launch with torchrun or "
                            "python -m torch.distributed.launch")
     local = _env_int("LOCAL_RANK", -1)
     local = local if local >= 0 else (local_rank if local_rank is not None and local_rank >= 0 else 0)

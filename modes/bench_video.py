@@ -35,6 +35,7 @@ from engine.video_job import (MAX_PENDING, PREFETCH_DEPTH, WRITER_WORKERS, Stage
                               run_to_folder, warm_up)
 from modes.benchmark import build_bench_model, machine_info
 from modes.job import run_job
+from utils.errors import UserError
 from utils.logging import to_json
 
 SPEEDUP_TARGET = 0.90    # job speedup over l=1 / step-level speedup, default outputs
@@ -118,7 +119,7 @@ def _first_frames(video: Path, n: int) -> list:
         frames.append(frame)
         if len(frames) == n:
             return frames
-    raise RuntimeError(f"--benchmark-video {video}: the step-level timing needs {n} frames, got {len(frames)}")
+    raise UserError(f"--benchmark-video {video}: the step-level timing needs {n} frames, got {len(frames)}")
 
 
 def _step_level(model, frames: list, cfg: Config, device: torch.device, intervals: list[int]) -> dict:

@@ -3,6 +3,8 @@
 A user error (a missing dataset, weights or input file, a checkpoint that does not fit, a bad flag
 value, a corrupt file, a loss that became NaN) ends the run with exit code 1 and a one-line message
 naming the problem instead of a traceback. ``GSVNET_TRACEBACK=1`` re-raises it for debugging.
+Anything else (torch's RuntimeError for a shape mismatch or out of memory, an AssertionError) is a
+bug: it propagates with its traceback.
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ import torch
 from config.config import Config
 from engine import distributed as dist
 from utils.device import resolve_device
+from utils.errors import UserError
 
-# NonFiniteLossError (engine.losses) is a RuntimeError; DataLoader workers re-raise file errors as
-# RuntimeError too. Other OSErrors (a full disk while saving) keep their traceback: they are not about
-# what the user asked for.
-USER_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError, RuntimeError)
+# UserError (utils/errors.py; NonFiniteLossError is one) is raised at the project's own user-facing sites;
+# the loaders and parsers name missing files and bad values with the OSError family and ValueError. A
+# DataLoader worker re-raises each with its own type. Other OSErrors (a full disk while saving) and every
+# other RuntimeError keep their traceback: they are not about what the user asked for.
+USER_ERRORS = (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError)
 
 
 def error_text(err: BaseException) -> str:

@@ -183,8 +183,10 @@ def test_unknown_save_name_is_a_clear_error(env, tmp_path, capsys):
 def test_writer_error_stops_the_run_with_that_error(env, tmp_path, capsys, monkeypatch):
     from engine import video_job
 
+    from utils.errors import UserError
+
     def broken_png(labels, label_path=None, color_path=None, palette=None, compression=1):
-        raise RuntimeError(f"cannot write {Path(label_path).name}: disk full")
+        raise UserError(f"cannot write {Path(label_path).name}: disk full")  # as utils.visualize.save_png raises
 
     monkeypatch.setattr(video_job, "save_label_pngs", broken_png)
     out = tmp_path / "out"

@@ -1,0 +1,14 @@
+"""The one exception type for problems the user can fix: ``UserError``.
+
+Raised at the project's own user-facing error sites (an unreadable video, a corrupt marker file, a
+loss that became NaN, a launch without RANK, ...). ``modes/job.py`` prints a ``UserError`` (and the
+OS/ValueError family the loaders raise for missing files and bad values) as one line with exit code 1;
+every other exception, e.g. torch's RuntimeError for a shape mismatch or out of memory, is a bug and
+keeps its traceback. It subclasses RuntimeError so that code catching RuntimeError still catches it,
+and so that a DataLoader worker re-raises it in the main process with its own type.
+"""
+from __future__ import annotations
+
+
+class UserError(RuntimeError):
+    """Something the user asked for cannot be done; the message names the file or flag and what was expected."""
