@@ -104,7 +104,8 @@ class Config:
     pretrain_flow: str = _f("none", "Demo shortcut: pre-train the light flow net before end-to-end training on "
                                     "'true' synthetic flow or OpenCV 'dis' flow.", choices=("none", "true", "dis"))
     pretrain_flow_iters: int = _f(300, "Iterations of --pretrain-flow.")
-    amp: bool = _f(False, "Automatic mixed precision: bf16 on CPU, fp16 (with GradScaler) on CUDA.")
+    amp: bool = _f(False, "Automatic mixed precision: fp16 (with GradScaler) on CUDA; bf16 on a CPU with native "
+                             "bf16 (AVX512_BF16/AMX), else fp32 (said once: emulated bf16 is ~40x slower).")
     seed: int = _f(1, "Random seed (-1: no seeding). Each rank adds its rank.")
     early_stop: bool = _f(False, "Debug: stop each loader after a few iterations (as officially).")
     max_iters: int = _f(0, "Stop each training epoch after this many iterations (0 = full epoch).")

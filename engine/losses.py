@@ -17,7 +17,10 @@ non-finite-loss stop).
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +30,7 @@ from torch import Tensor
 
 from engine import distributed as dist
 from models.resize import resize
+from utils.errors import UserError
 
 
 def upsample_to(logits: Tensor, size: Sequence[int]) -> Tensor:
@@ -85,7 +89,7 @@ def segnet_loss(outputs: Tensor | Sequence[Tensor], label: Tensor, class_weight:
 
 
 # --- numerics of a training step shared by both trainers ------------------------------------------
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
     """The loss became NaN/inf: the run stops before the bad update, keeping the last checkpoint."""
 
 
@@ -98,10 +102,38 @@ def stop_if_non_finite(value: float, where: str, checkpoint: Path) -> None:
             "Lower the learning rates (--lr, --guide-lr, --optical-flow-lr / --segnet-lr) or turn off --amp")
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (AVX512_BF16 or AMX). Elsewhere (AMD Zen 1–3, CPUs without
+    AVX-512, most laptops) torch emulates it, tens of times slower than fp32. ``GSVNET_NO_BF16=1`` answers
+    False, to reproduce such a machine."""
+    if os.environ.get("GSVNET_NO_BF16") == "1":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@functools.cache
+def _say_fp32_once() -> None:
+    print("--amp 1: this CPU has no native bf16 (emulated bf16 is ~40x slower than fp32), so training runs "
+          "in fp32", file=sys.stderr, flush=True)
+
+
+def amp_active(device: torch.device, requested: bool) -> bool:
+    """--amp as it takes effect: on CUDA as asked; on a CPU only with native bf16 (else fp32, said once)."""
+    if requested and device.type == "cpu" and not cpu_has_native_bf16():
+        _say_fp32_once()
+        return False
+    return requested
+
+
 def autocast(device: torch.device, enabled: bool):
-    """AMP context: bf16 on CPU, fp16 on CUDA (where make_scaler's GradScaler scales the loss); no-op if off."""
+    """AMP context: bf16 on CPU (only where it is native, see amp_active), fp16 on CUDA (where make_scaler's
+    GradScaler scales the loss); no-op if off."""
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+    return torch.autocast(device.type, dtype=dtype, enabled=amp_active(device, enabled))
 
 
 def make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
