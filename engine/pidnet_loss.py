@@ -10,8 +10,9 @@ Facts from the official code (XuJiacong/PIDNet: ``utils/utils.py`` FullModel, ``
 
 - All three outputs are upsampled (bilinear) to the label size first. The official resize uses
   ``config.MODEL.ALIGN_CORNERS``, whose default (True) no config overrides, so ``align_corners=True``.
-- Class weights: every CE is class-weighted (the official Cityscapes weights are
-  CITYSCAPES_CLASS_WEIGHTS); ignore label 255.
+- Class weights: every CE is class-weighted with the config's own weights (Cityscapes:
+  CITYSCAPES_CLASS_WEIGHTS, 0.84–1.15; CamVid: none; see official_class_weights), not GSVNet's
+  propagation weights; ignore label 255.
 - The aux term is the per-pixel weighted CE averaged over ALL pixels, ignore pixels counting as 0:
   the official criterion returns it unreduced, adds the scalar terms to it and the trainer takes
   the mean. The other CE terms are ordinary weighted means (Σ w·ce / Σ w over valid pixels).
@@ -46,6 +47,17 @@ OHEM_THRESH = 0.9         # OHEMTHRES
 OHEM_MIN_KEPT = 131072    # OHEMKEEP
 CITYSCAPES_CLASS_WEIGHTS = (0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
                             0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507)
+
+
+
+def official_class_weights(layout: str, num_classes: int) -> tuple[float, ...] | None:
+    """The CE class weights of the official PIDNet config for a dataset layout: the Cityscapes config's
+    CITYSCAPES_CLASS_WEIGHTS for the 19 Cityscapes classes (Cityscapes and the synthetic data, which
+    share them); none for CamVid, whose config has none, or for any other class set."""
+    if layout == "cityscapes" and num_classes == len(CITYSCAPES_CLASS_WEIGHTS):
+        return CITYSCAPES_CLASS_WEIGHTS
+    return None
+
 
 _TAN_SHIFT = 15           # Canny's fixed-point direction test: tan(22.5°) ≈ 13573 / 2**15
 _TAN22 = 13573

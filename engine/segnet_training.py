@@ -17,8 +17,8 @@ system can be trained from scratch: first this stage, then propagation training 
   whichever runs out first, iterations or seconds (progress = max(it/total, spent/S)), so a run cut by
   the budget still ends at a low learning rate, as a finished schedule does.
 - Loss: PIDNet: engine.pidnet_loss (aux, main, boundary and boundary-guided terms); the others: CE of
-  the main logits at label resolution (+ CE of BiSeNet's two auxiliary heads). Class weights of the
-  preset with --class-weights 1.
+  the main logits at label resolution (+ CE of BiSeNet's two auxiliary heads). Class weights with
+  --class-weights 1: PIDNet its official config's own (keyframe_class_weight), the others the preset's.
 - Validation every epoch: keyframe-only mIoU (distance 0) at ``--key-scale`` with the evaluation
   protocol of ``engine.evaluation`` (logits through the 1/8 grid, as GSVNet uses them).
 - Files in the run folder: the weights in the OFFICIAL format of the net where it has one (SwiftNet:
@@ -48,7 +48,7 @@ from engine.evaluation import eval_datasets
 from engine.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss,
                            stop_if_non_finite, upsample_to)
 from engine.model_builder import assemble_model, config_norm_args
-from engine.pidnet_loss import pidnet_loss
+from engine.pidnet_loss import official_class_weights, pidnet_loss
 from engine.training import TimeBudget, TrainState, build_train_loaders, loader_limit, next_batch, wrap_ddp
 from models.gsvnet import GSVNet, normalisation_dict
 from models.keyframe_net import parse_spec, read_logits
@@ -158,6 +158,16 @@ def restore(ctx: SegnetContext, path: Path | None) -> TrainState:
     return TrainState(epoch=int(raw["epoch"]), best_pred=best, step=int(raw.get("step", 0)))
 
 
+def keyframe_class_weight(cfg: Config, preset: DatasetPreset, device: torch.device) -> torch.Tensor | None:
+    """CE class weights of keyframe-net training with --class-weights 1: PIDNet its official config's own
+    (engine.pidnet_loss.official_class_weights: Cityscapes-class data 0.84–1.15, CamVid none), every other
+    net the preset's (GSVNet's) weights; None with --class-weights 0."""
+    if not _is_pidnet(cfg.segnet):
+        return class_weight_tensor(cfg, preset, device)
+    weights = official_class_weights(preset.kind, preset.num_classes) if cfg.class_weights else None
+    return None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
+
+
 def keyframe_net_loss(spec: str, outputs, label: torch.Tensor, class_weight: torch.Tensor | None,
                       ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, main logits at label size) of a training-form forward result: pidnet_loss for PIDNet,
@@ -259,7 +269,7 @@ def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetConte
         optimizer, lambda step: poly_factor(step, total, time_fraction=budget.fraction()))
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
     ctx = SegnetContext(cfg, preset, device, model, model.segnet, optimizer, scheduler, make_scaler(device, cfg.amp),
-                        class_weight_tensor(cfg, preset, device), loader, logger, budget)
+                        keyframe_class_weight(cfg, preset, device), loader, logger, budget)
     state = restore(ctx, path)  # before DDP: its constructor broadcasts rank 0's (restored) weights
     ctx.train_net = wrap_ddp(model.segnet, device)
     return ctx, state

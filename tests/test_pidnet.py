@@ -313,3 +313,23 @@ def test_gradients_reach_all_three_heads():
     for head in ("seghead_p", "final_layer", "seghead_d"):
         grad = getattr(model, head).conv2.weight.grad
         assert grad is not None and grad.abs().sum() > 0, head
+
+
+def test_pidnet_trains_with_its_official_class_weights_and_the_others_with_the_presets():
+    """PIDNet's Cityscapes config weights (0.84–1.15) on Cityscapes-class data, none on CamVid or with
+    --class-weights 0; SwiftNet keeps the preset's GSVNet weights (3.0–48.2 on Cityscapes)."""
+    from config.config import Config
+    from config.presets import get_preset
+    from engine.pidnet_loss import CITYSCAPES_CLASS_WEIGHTS
+    from engine.segnet_training import keyframe_class_weight
+    cpu = torch.device("cpu")
+    for name in ("synthetic", "cityscapes"):
+        preset = get_preset(name)
+        w = keyframe_class_weight(Config(segnet="pidnet_s", dataset=name), preset, cpu)
+        assert w.tolist() == pytest.approx(list(CITYSCAPES_CLASS_WEIGHTS))
+        assert 0.83 < float(w.min()) and float(w.max()) < 1.16
+        assert keyframe_class_weight(Config(segnet="pidnet_m", dataset=name, class_weights=False), preset, cpu) is None
+        swift = keyframe_class_weight(Config(segnet="swiftnet", dataset=name), preset, cpu)
+        assert swift.tolist() == pytest.approx(list(preset.class_weights))
+    camvid = get_preset("camvid")
+    assert keyframe_class_weight(Config(segnet="pidnet_s", dataset="camvid"), camvid, cpu) is None
