@@ -4,7 +4,7 @@ Architecture and state_dict layout follow `docs/formats.md#key-layouts` so that 
 Cityscapes weights (218 entries, aux heads included) load with ``strict=True``:
 
     spatial path  3 -> 64 (7×7 s2) -> 64 (3×3 s2) -> 64 (3×3 s2) -> 128 (1×1)      128 ch @ 1/8
-    context path  ResNet-18 (torchvision modules)                                   64..512 @ 1/4..1/32
+    context path  ResNet-18 (models/resnet.py)                                      64..512 @ 1/4..1/32
     global context GAP(layer4) -> 1×1 512->128, broadcast to 1/32
     arms[0](layer4) + global -> up to 1/16 -> refines[0]  (aux head 0 input)
     arms[1](layer3) + prev   -> up to 1/8  -> refines[1]  (aux head 1 input)
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torchvision
 from torch import Tensor
 
 from models.resize import resize
+from models.resnet import ResNet18
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)   # RGB, 0-1 scale
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,7 +55,7 @@ class ContextPath(nn.Module):
 
     def __init__(self):
         super().__init__()
-        resnet = torchvision.models.resnet18(weights=None)
+        resnet = ResNet18()
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             self.add_module(name, getattr(resnet, name))
 
@@ -149,7 +149,7 @@ class BiSeNet(nn.Module):
         self.heads = nn.ModuleList([BiSeNetHead(c, num_classes, is_aux=True),
                                     BiSeNetHead(c, num_classes, is_aux=True),
                                     BiSeNetHead(2 * c, num_classes, is_aux=False)])
-        # The context path keeps torchvision's init; the rest gets kaiming (fan_in) as in TorchSeg.
+        # The context path keeps the ResNet-18 init; the rest gets kaiming (fan_in) as in TorchSeg.
         for name, m in self.named_modules():
             if name.startswith("context_path"):
                 continue

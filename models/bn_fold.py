@@ -5,19 +5,20 @@ b' = (b − μ)·γ/√(σ²+ε) + β, so the BN pass disappears; the outputs ag
 A pair is folded only where the BN provably follows the conv directly:
 - consecutive children of an ``nn.Sequential`` (its forward is its registration order; the BN is
   removed from it);
-- named pairs of modules whose forward we know (torchvision's BasicBlock, the SwiftNet stem,
-  BiSeNet's ConvBnRelu).
+- named pairs of modules whose forward we know (the ResNet-18 BasicBlock of models/resnet.py, the
+  SwiftNet stem, BiSeNet's ConvBnRelu).
 SwiftNet's BN-ReLU-Conv units (BN before the conv, across a ReLU) cannot be folded and are left.
 """
 from __future__ import annotations
 
 import copy
+import sys
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision.models.resnet import BasicBlock
 
 from models.bisenet import ConvBnRelu
+from models.resnet import BasicBlock
 from models.swiftnet import SwiftNetBackbone
 
 NAMED_PAIRS: dict[type, tuple[tuple[str, str], ...]] = {
@@ -25,6 +26,15 @@ NAMED_PAIRS: dict[type, tuple[tuple[str, str], ...]] = {
     SwiftNetBackbone: (("conv1", "bn1"),),
     ConvBnRelu: (("conv", "bn"),),
 }
+
+
+def _named_pairs() -> dict[type, tuple[tuple[str, str], ...]]:
+    """NAMED_PAIRS, plus torchvision's BasicBlock (the same forward) when torchvision is already loaded:
+    a ``torchvision:`` or ``module:`` net may hold them. Never imports torchvision itself (seconds of start-up)."""
+    tv_resnet = sys.modules.get("torchvision.models.resnet")
+    if tv_resnet is None:
+        return NAMED_PAIRS
+    return {**NAMED_PAIRS, tv_resnet.BasicBlock: NAMED_PAIRS[BasicBlock]}
 
 
 def _foldable(conv, bn) -> bool:
@@ -63,10 +73,11 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     """
     model = copy.deepcopy(model).eval()
     folded = 0
+    named_pairs = _named_pairs()
     for module in list(model.modules()):
         if isinstance(module, nn.Sequential):
             folded += _fold_sequential(module)
-        pairs = NAMED_PAIRS.get(type(module))
+        pairs = named_pairs.get(type(module))
         if pairs:
             folded += _fold_named(module, pairs)
     return model, folded

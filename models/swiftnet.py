@@ -3,7 +3,7 @@
 Architecture and state_dict layout follow `docs/formats.md#key-layouts` so that the official
 Cityscapes weights (a raw state_dict, 195 entries) load with ``strict=True``:
 
-    ResNet-18 trunk (torchvision modules)  ->  skips at 1/4, 1/8, 1/16, 1/32
+    ResNet-18 trunk (models/resnet.py)     ->  skips at 1/4, 1/8, 1/16, 1/32
     SPP on the 1/32 skip                   ->  128 ch at 1/32
     3 ladder-style upsampling blocks       ->  128 ch at 1/4
     logits (BN-ReLU-Conv 1x1, with bias)   ->  C ch at 1/4
@@ -23,8 +23,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor
+
+from models.resnet import ResNet18
 
 SWIFTNET_MEAN = (73.15, 82.90, 72.3)   # RGB, 0-255 scale
 SWIFTNET_STD = (47.67, 48.49, 47.73)
@@ -95,7 +96,7 @@ class UpsampleBlock(nn.Module):
 
 
 def basic_block_with_skip(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Run a torchvision BasicBlock and return (relu(out), skip).
+    """Run a ResNet-18 BasicBlock (models/resnet.py) and return (relu(out), skip).
 
     skip is the rectified output as well: the official block's in-place ReLU overwrites the pre-ReLU
     sum it meant to return (see the module docstring). Kept as a separate function so the skip
@@ -116,8 +117,8 @@ class SwiftNetBackbone(nn.Module):
         # Kept for state_dict compatibility only; forward() expects an already normalised input.
         self.register_buffer("img_mean", torch.tensor(SWIFTNET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("img_std", torch.tensor(SWIFTNET_STD).view(1, 3, 1, 1))
-        # torchvision already inits convs kaiming_normal(fan_out) and BN to (1, 0) like the official.
-        resnet = torchvision.models.resnet18(weights=None)
+        # The trunk inits convs kaiming_normal(fan_out) and BN to (1, 0), like the official code.
+        resnet = ResNet18()
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
             self.add_module(name, getattr(resnet, name))
         self.spp = SpatialPyramidPooling(512)
@@ -172,7 +173,7 @@ class SwiftNet(nn.Module):
         return self.logits(self.backbone(x))
 
     def load_imagenet_backbone(self, state_dict: dict[str, Tensor]) -> None:
-        """Load a torchvision resnet18 ImageNet state_dict into the ResNet trunk (fc.* ignored).
+        """Load a resnet18 ImageNet state_dict (torchvision's layout) into the ResNet trunk (fc.* ignored).
 
         ``num_batches_tracked`` may be absent (pre-0.4 files such as resnet18-5c106cde.pth).
         Raises ValueError naming missing, unexpected or wrongly shaped keys.
