@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from main import main as cli
+from tools.demo_budget import Plan, describe, plan as make_plan, probe
 
 STAGE_SECONDS: dict[str, float] = {}
 # Training budget of the demo, tuned to about 10 minutes on a 2-core CPU (see README). Keyframe net:
@@ -33,9 +34,10 @@ SEGNET_ARGS = ["--epoch", "5", "--batch-size", "8", "--segnet-lr", "3e-3", "--de
 # Propagation: flow pre-trained on the true flow, whole frames (no crops) so the frozen keyframe net's
 # logits can be cached, CE only (no distillation: every frame has labels), GSV started as the identity
 # fusion (--gsv-init skip) so 300 iterations suffice. The flow pre-training holds all pairs in memory (fast).
+FLOW_PRETRAIN_ITERS = 800
 GSVNET_ARGS = ["--epoch", "1", "--max-iters", "300", "--batch-size", "8", "--class-weights", "1",
                "--dense-labels", "1", "--use-crop", "0", "--cache-keyframes", "1", "--distil", "0",
-               "--gsv-init", "skip", "--pretrain-flow", "true", "--pretrain-flow-iters", "800",
+               "--gsv-init", "skip", "--pretrain-flow", "true", "--pretrain-flow-iters", str(FLOW_PRETRAIN_ITERS),
                "--multi-step", "1", "2", "3", "4", "--eval-multi-step", "1", "2", "3", "4"]
 NUM_TRAIN, NUM_VAL = 24, 8
 
@@ -68,13 +70,26 @@ def metrics_of(logs: str, checkname: str, folder: str) -> dict:
     return json.loads(path.read_text())
 
 
-def train_all(data: str, logs: str) -> tuple[str, str, str]:
+def budget_flags(plan: Plan, stage: str) -> list[str]:
+    """--time-budget of a training stage, and for the propagation stages the flow pre-training iterations
+    cut by the same fraction (tools/demo_budget.py); nothing when the whole recipe fits."""
+    if not plan.scaled:
+        return []
+    flags = ["--time-budget", f"{plan.budgets[stage]:g}"]
+    if stage != "train keyframe net":
+        flags += ["--pretrain-flow-iters", str(max(50, round(FLOW_PRETRAIN_ITERS * plan.fraction)))]
+    return flags
+
+
+def train_all(data: str, logs: str, plan: Plan) -> tuple[str, str, str]:
     base = common_args(data, logs)
-    run_stage("train keyframe net", base + ["--train-segnet", "1", "--checkname", "demo_segnet"] + SEGNET_ARGS)
+    run_stage("train keyframe net", base + ["--train-segnet", "1", "--checkname", "demo_segnet"] + SEGNET_ARGS
+              + budget_flags(plan, "train keyframe net"))
     segnet = str(Path(logs) / "run" / "synthetic" / "swiftnet_demo_segnet" / "segnet_best.pt")
     gsv = base + ["--segnet-weights", segnet] + GSVNET_ARGS
-    run_stage("train GSVNet", gsv + ["--checkname", "demo"])
-    run_stage("train GSVNet without intra", gsv + ["--checkname", "demo_nointra", "--intra", "0"])
+    run_stage("train GSVNet", gsv + ["--checkname", "demo"] + budget_flags(plan, "train GSVNet"))
+    run_stage("train GSVNet without intra", gsv + ["--checkname", "demo_nointra", "--intra", "0"]
+              + budget_flags(plan, "train GSVNet without intra"))
     run_dir = Path(logs) / "run" / "synthetic"
     return segnet, str(run_dir / "swiftnet_demo" / "model_best.pth.tar"), \
         str(run_dir / "swiftnet_demo_nointra" / "model_best.pth.tar")
@@ -112,20 +127,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", default="data/synthetic", help="synthetic dataset folder (generated if missing)")
     p.add_argument("--logs", default="logs", help="--log-folder of every stage")
     p.add_argument("--out", default="results", help="where demo.md, the plot, the strip and the video go")
+    p.add_argument("--slowdown", type=float, default=1.0,
+                   help="pretend this CPU is this many times slower when planning the training budget (to try "
+                        "the scaled recipe a slow machine gets); 1 = plan from the measured speed")
     return p.parse_args(argv)
+
+
+def plan_budget(data: str, slowdown: float) -> Plan:
+    """Time the probe, plan the training budget (tools/demo_budget.py) and print what it scales."""
+    from dataset.synthetic import dataset_matches
+    start = time.perf_counter()
+    probed = {k: v * slowdown for k, v in probe().items()}
+    STAGE_SECONDS["speed probe"] = time.perf_counter() - start
+    plan = make_plan(probed, generate=not dataset_matches(data, num_train=NUM_TRAIN, num_val=NUM_VAL))
+    print("\n=== demo: training budget\n" + "\n".join(describe(plan)), flush=True)
+    return plan
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     from tools.demo_report import benchmark_demo, dump_video, write_report
     start = time.perf_counter()
+    plan = plan_budget(args.data, args.slowdown)
     ensure_dataset(args.data)
-    segnet, best, best_nointra = train_all(args.data, args.logs)
+    segnet, best, best_nointra = train_all(args.data, args.logs, plan)
     results = evaluate_all(args.data, args.logs, segnet, {"demo": best, "demo_nointra": best_nointra})
+    mark = time.perf_counter()
     bench = benchmark_demo(args.data, segnet, best, args.out)
     video = dump_video(args.data, args.logs, segnet, best, args.out)
+    STAGE_SECONDS["benchmark and video"] = time.perf_counter() - mark
     STAGE_SECONDS["total"] = time.perf_counter() - start
-    ok = write_report(results, bench, video, args, segnet, best, STAGE_SECONDS)
+    ok = write_report(results, bench, video, args, segnet, best, STAGE_SECONDS, describe(plan))
     print("demo: all checks passed" if ok else
           "demo: finished, but not every check passed (see the FAIL lines above and results/demo.md)")
     return 0

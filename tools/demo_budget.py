@@ -1,0 +1,120 @@
+"""How much of its training recipe `make demo` can afford on this machine, so it ends in 10 minutes anywhere.
+
+A CPU without native bf16 runs the keyframe-net stage in fp32 (``--amp 1`` falls back, engine.losses), and
+an older CPU runs fp32 itself several times slower than the machine the recipe was tuned on. Before any
+work the demo times a few training steps (``probe``): SwiftNet-R18 forward + backward with ``--amp 1`` as it
+takes effect here and in fp32. The ratios to the same probe on the reference machine estimate every stage's
+time here (the keyframe-net stage scales with the AMP probe, all others with the fp32 one). When the
+estimate exceeds TARGET_SECONDS, the three training stages get a wall-clock budget (``--time-budget``, the
+same fraction of their estimated time for each) and the flow pre-training the same fraction of its
+iterations; evaluation, benchmark and video are never cut. ``plan`` is pure; the demo prints its lines.
+
+The reference figures are the demo's own stage times (results/demo.md) and this probe, measured together
+on the project's machine (REFERENCE_CPU) with nothing else running.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+REFERENCE_CPU = "AMD EPYC (family 25 model 17, AVX512_BF16), 2 cores"
+REFERENCE_PROBE = {"amp": 0.60, "fp32": 1.45}   # seconds of probe() there
+REFERENCE_STAGES = {                            # seconds of each demo stage there (recipe uncut)
+    "generate data": 15.0,
+    "train keyframe net": 170.0,
+    "train GSVNet": 75.0,
+    "train GSVNet without intra": 70.0,
+    "evaluate": 110.0,                          # the six evaluations together
+    "benchmark and video": 45.0,
+}
+AMP_STAGES = ("train keyframe net",)
+TRAINING_STAGES = ("train keyframe net", "train GSVNet", "train GSVNet without intra")
+TARGET_SECONDS = 510.0       # 10 minutes less a margin for what the estimate misses (start-up, loaders)
+MIN_FRACTION = 0.05          # below this the demo would not learn anything worth checking
+
+
+@dataclass(frozen=True)
+class Plan:
+    """fraction: share of the training recipe kept (1 = uncut); budgets: --time-budget seconds per training
+    stage (None = no budget); estimate_s: expected demo seconds with the plan; factors: AMP/fp32 slowdowns."""
+    fraction: float
+    budgets: dict[str, float | None]
+    estimate_s: float
+    factors: dict[str, float]
+
+    @property
+    def scaled(self) -> bool:
+        return self.fraction < 1.0
+
+
+def cpu_description() -> str:
+    """CPU model (with family/model numbers, which tell AMD generations apart) and whether bf16 is native."""
+    import platform
+    import re
+    from pathlib import Path
+
+    from engine.losses import cpu_has_native_bf16
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    field = {k: (re.search(rf"^{k}\s*:\s*(.+)$", info, re.MULTILINE) or [None, None])[1]
+             for k in ("model name", "cpu family", "model")}
+    name = field["model name"] or platform.processor() or platform.machine()
+    if field["cpu family"] and field["model"]:
+        name += f" (family {field['cpu family']} model {field['model']})"
+    return name + (", native bf16" if cpu_has_native_bf16() else ", no native bf16")
+
+
+def probe(steps: int = 2) -> dict[str, float]:
+    """Seconds of ``steps`` SwiftNet-R18 training steps (batch 4, 128×256, Adam) with --amp 1 as it takes
+    effect on this CPU ("amp") and in fp32 ("fp32"), after one warm-up step each."""
+    from engine.losses import amp_active, autocast
+    from models.swiftnet import SwiftNet
+    cpu = torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 128, 256, generator=generator).contiguous(memory_format=torch.channels_last)
+    result = {}
+    for name, amp in (("fp32", False), ("amp", True)):
+        if name == "amp" and not amp_active(cpu, True):
+            result[name] = result["fp32"]  # falls back to fp32 here: the same work
+            continue
+        torch.manual_seed(0)
+        net = SwiftNet(19).train().to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+        for i in range(steps + 1):
+            if i == 1:
+                start = time.perf_counter()
+            with autocast(cpu, amp):
+                out = net(x)
+            loss = out.float().square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        result[name] = time.perf_counter() - start
+    return result
+
+
+def plan(probed: dict[str, float], generate: bool) -> Plan:
+    """The budgets that keep the estimated demo time within TARGET_SECONDS (module docstring)."""
+    factors = {k: probed[k] / REFERENCE_PROBE[k] for k in ("amp", "fp32")}
+    estimate = {s: t * factors["amp" if s in AMP_STAGES else "fp32"] for s, t in REFERENCE_STAGES.items()
+                if generate or s != "generate data"}
+    training = sum(estimate[s] for s in TRAINING_STAGES)
+    fixed = sum(estimate.values()) - training + sum(probed.values())
+    fraction = min(1.0, max(MIN_FRACTION, (TARGET_SECONDS - fixed) / training))
+    budgets = {s: (round(estimate[s] * fraction, 1) if fraction < 1.0 else None) for s in TRAINING_STAGES}
+    return Plan(fraction, budgets, fixed + training * fraction, factors)
+
+
+def describe(p: Plan) -> list[str]:
+    """What the plan changes, for the console and results/demo.md."""
+    speed = (f"this CPU runs the demo's training steps {p.factors['amp']:.2f}x (--amp 1 stage) / "
+             f"{p.factors['fp32']:.2f}x (fp32 stages) the time of the reference machine ({REFERENCE_CPU})")
+    if not p.scaled:
+        return [speed + f"; the whole recipe fits (estimated {p.estimate_s / 60:.1f} min)."]
+    cut = ", ".join(f"{s}: --time-budget {b:g} s" for s, b in p.budgets.items())
+    return [speed + ".",
+            f"To finish in about {TARGET_SECONDS / 60:.1f} min it keeps {100 * p.fraction:.0f} % of the training "
+            f"recipe: {cut}; flow pre-training {100 * p.fraction:.0f} % of its iterations. Evaluation, "
+            f"benchmark and video are not cut. Estimated {p.estimate_s / 60:.1f} min; figures of such a run sit "
+            "below the README's, which used the whole recipe."]
