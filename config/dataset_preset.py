@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("cityscapes", "camvid")
+KINDS = ("cityscapes", "camvid", "folder", "vspw")
 
 
 @dataclass(frozen=True)
 class DatasetPreset:
     """Constants of one dataset.
 
-    kind: on-disk layout / loader ("cityscapes" -> CityscapesSequence, "camvid" -> CamVidSequence).
+    kind: on-disk layout / loader ("cityscapes" -> CityscapesSequence, "camvid" -> CamVidSequence,
+    "folder" -> FolderSequence, "vspw" -> VSPWSequence; the last two are built from the data at run time).
     frame_size, crop_size: (H, W); crop_size is the training crop (3/4 of the frame, as officially).
     class_weights: cross-entropy weights in class order, or None for an unweighted loss.
     label_format: what --save-res writes: "labelIds" (Cityscapes, scored by cityscapesScripts) or

@@ -1,4 +1,5 @@
-"""The sequence dataset of a preset: Cityscapes-layout, CamVid-layout or dense synthetic."""
+"""The sequence dataset of a preset: Cityscapes-layout, CamVid-layout, clip folders (folder, VSPW) or dense
+synthetic."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,9 @@ def require_synthetic(root: str) -> dict | None:
 
 def max_distance(preset, root: str) -> int | None:
     """The largest clip distance k (frames GT−k..GT) the snippets of ``preset`` at ``root`` hold, or None
-    when the loader itself decides per sample (CamVid)."""
-    if preset.kind == "camvid":
+    when the loader itself decides per sample (CamVid, folder, VSPW: frames without k predecessors are not
+    samples)."""
+    if preset.kind in ("camvid", "folder", "vspw"):
         return None
     if preset.name == "synthetic":
         marker = require_synthetic(root)
@@ -46,11 +48,13 @@ def check_distances(preset, root: str, distances, flag: str) -> None:
 
 
 def build_dataset(preset, split: str, distance: int, root: str | None = None, transform=None,
-                  with_label: bool = True, dense: bool = False):
+                  with_label: bool = True, dense: bool = False, labelled_only: bool = True):
     """The sequence dataset of ``preset`` (a config.dataset_preset.DatasetPreset, passed in so that dataset/
     never imports config/; root defaults to ``preset.data_path``).
 
     dense: every frame as a sample, labelled from the synthetic generator's per-frame labels.
+    labelled_only: folder/vspw only; False = every frame with ``distance`` predecessors is a sample, labelled
+    or not (dataset.clip_sequence.ClipSequence).
     """
     root = preset.data_path if root is None else root
     if preset.name == "synthetic":
@@ -61,6 +65,14 @@ def build_dataset(preset, split: str, distance: int, root: str | None = None, tr
                              f"(got {preset.name})")
         from dataset.synthetic_dense import SyntheticDenseSequence
         return SyntheticDenseSequence(root, split, distance, transform=transform)
+    if preset.kind in ("folder", "vspw"):
+        from dataset.folder import FolderSequence
+        from dataset.vspw import VSPWSequence
+        loader = FolderSequence if preset.kind == "folder" else VSPWSequence
+        return loader(root, split, distance, transform=transform, with_label=with_label, labelled_only=labelled_only)
+    if not labelled_only:
+        raise ValueError(f"every-frame samples (labelled_only=False) need a clip-folder dataset (folder, vspw); "
+                         f"{preset.name} has none")
     if preset.kind == "camvid":
         from dataset.camvid import CamVidSequence
         return CamVidSequence(root, split, distance, transform=transform, with_label=with_label)

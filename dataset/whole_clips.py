@@ -9,6 +9,8 @@ adding one branch to :func:`whole_clips` and a builder returning :class:`WholeCl
 - Cityscapes: the 30-frame snippet around each annotated frame, labelled on that frame only;
 - CamVid: each sequence of the split from its first to its last labelled frame (all 30 fps frames
   between, from ``frames/``), labelled on the labelled frames.
+- folder, VSPW: every frame of each clip folder / video of the split, labelled where it has a mask
+  (dataset/folder.py, dataset/vspw.py).
 
 Clips may differ in frame size from one another; the frames of one clip share one size.
 """
@@ -123,5 +125,10 @@ def whole_clips(preset, split: str, root: str | None = None) -> list[WholeClip]:
         return camvid_clips(root, split)
     if preset.kind == "cityscapes":
         return cityscapes_clips(root, split, preset.name)
+    if preset.kind in ("folder", "vspw"):
+        from dataset.folder import folder_whole_clips
+        from dataset.vspw import vspw_clips
+        clips = folder_whole_clips(root, split) if preset.kind == "folder" else vspw_clips(root, split)
+        return [WholeClip(c.name, c.frame_paths, c.label_paths, c.read_label) for c in clips]
     raise ValueError(f"no whole clips for dataset {preset.name!r} (kind {preset.kind!r}); "
                      "dataset/whole_clips.py lists the kinds that have them")

@@ -9,6 +9,7 @@ a filesystem-safe name for other specs (torchvision:fcn_resnet50 -> torchvision-
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -29,7 +30,9 @@ FLOWNET_FILE = "flownet.pth.tar"
 
 
 def preset_of(cfg: Config) -> DatasetPreset:
-    return get_preset(cfg.dataset)
+    """The dataset preset of the run (folder/vspw: read from --data-path), with --train-scales applied."""
+    preset = get_preset(cfg.dataset, cfg.data_path)
+    return dataclasses.replace(preset, train_scales=tuple(cfg.train_scales)) if cfg.train_scales else preset
 
 
 def data_root(cfg: Config, preset: DatasetPreset) -> str:
@@ -37,9 +40,9 @@ def data_root(cfg: Config, preset: DatasetPreset) -> str:
 
 
 def crop_size(cfg: Config, preset: DatasetPreset) -> tuple[int, int]:
-    """--crop-height/width, or 3/4 of the dataset's frame size (the paper: patches of 3/4 of the input)."""
-    h, w = preset.frame_size
-    return (cfg.crop_height or h * 3 // 4, cfg.crop_width or w * 3 // 4)
+    """--crop-height/width, or the preset's crop: 3/4 of its frame size (the paper: patches of 3/4 of the input;
+    folder/vspw: of the smallest training frame)."""
+    return (cfg.crop_height or preset.crop_size[0], cfg.crop_width or preset.crop_size[1])
 
 
 def run_name(cfg: Config) -> str:

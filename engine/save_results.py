@@ -145,7 +145,10 @@ def result_file_name(name: str, preset: DatasetPreset) -> str:
 
 
 def clip_frame_names(name: str, distance: int, preset: DatasetPreset) -> list[str]:
-    """Names of the frames GT−distance … GT of the clip whose annotated frame is ``name``."""
+    """Names of the frames GT−distance … GT of the clip whose annotated frame is ``name`` (folder/vspw frame
+    names are free-form, so there they say the offset: ``GT-2``, ``GT-1``, ``GT``)."""
+    if preset.kind in ("folder", "vspw"):
+        return [f"GT-{j}" if j else "GT" for j in range(distance, -1, -1)]
     if preset.kind == "camvid":
         from dataset.camvid import predecessor_name
         return [predecessor_name(name, j) for j in range(distance, -1, -1)]

@@ -16,7 +16,9 @@ logs/pred_img_res/{dataset}/{segnet}_{checkname}/{ResFolderName or time stamp}/)
     summary.json            frames, keyframe indices, processing fps, video fps (always, also --save none)
 
 A dataset split ('val' / 'test' / 'train', when no file of that name exists) runs snippet by snippet
-in frame order, resetting the predictor between snippets so each starts with a keyframe.
+in frame order, resetting the predictor between snippets so each starts with a keyframe (folder/vspw: one
+snippet per clip, files named ``<clip>/<frame>``). summary.json also holds the class names and the palette
+of the label PNGs (folder: from classes.json).
 
 A corpus (a folder of video files or a .txt list, dataset/video_corpus.py) writes OUT/<video stem>/ per
 video and OUT/manifest.json. Under torchrun each rank takes a disjoint, frame-balanced share; rank 0
@@ -52,7 +54,7 @@ from utils.logging import write_json
 from utils.temporal_consistency import StreamingTC
 
 SPLITS = ("train", "val", "test")
-DEFAULT_FPS = {"cityscapes": 17.0, "camvid": 30.0}  # the datasets' capture rates
+DEFAULT_FPS = {"cityscapes": 17.0, "camvid": 30.0, "vspw": 15.0, "folder": 30.0}  # capture rates (folder: a guess)
 MANIFEST_NAME = "manifest.json"
 
 
@@ -126,13 +128,26 @@ def _camvid_snippets(root: str, split: str) -> list[Snippet]:
     return out
 
 
+def _clip_folder_snippets(preset: DatasetPreset, root: str, split: str) -> list[Snippet]:
+    """One snippet per clip folder / VSPW video, its frames named ``<clip>/<frame stem>`` (stems repeat
+    across clips)."""
+    from dataset.whole_clips import whole_clips
+
+    def frames(clip):
+        return ((f"{clip.name}/{p.stem}", read_rgb(p)) for p in clip.frame_paths)
+    return [Snippet(lambda clip=clip: frames(clip), len(clip)) for clip in whole_clips(preset, split, root)]
+
+
 def plan_input(cfg: Config, preset: DatasetPreset) -> InputPlan:
     """--input as snippets: a dataset split name (when no such path exists), else a video file, an
     image folder, a single image or a camera id (``dataset.video.open_frames``)."""
     if cfg.input in SPLITS and not Path(cfg.input).exists():
         root = data_root(cfg, preset)
-        make = _camvid_snippets if preset.kind == "camvid" else _cityscapes_snippets
-        return InputPlan(make(root, cfg.input), DEFAULT_FPS[preset.kind], live=False, video_fps=None)
+        if preset.kind in ("folder", "vspw"):
+            snippets = _clip_folder_snippets(preset, root, cfg.input)
+        else:
+            snippets = (_camvid_snippets if preset.kind == "camvid" else _cityscapes_snippets)(root, cfg.input)
+        return InputPlan(snippets, DEFAULT_FPS[preset.kind], live=False, video_fps=None)
     source = open_frames(cfg.input)
     fps = source.fps or DEFAULT_FPS[preset.kind]
     return InputPlan([Snippet(lambda: source, source.num_frames)], fps, live=source.kind == "camera",
@@ -168,11 +183,12 @@ def _frame_hooks(cfg: Config, preset: DatasetPreset, source: str) -> tuple[Calla
     """(on_frame, extra) for one input's run (engine.video_job.run_to_folder); ``extra()`` gives the summary
     fields beyond the stream's own. The place where --temporal-consistency 1 plugs in a per-frame
     accumulator and adds {"temporal_consistency": ...} (null when off: the default for --inference)."""
+    legend = {"class_names": list(preset.class_names), "palette": [list(c) for c in preset.palette]}
     if cfg.temporal_consistency != 1:
-        return None, lambda: {"input": source}
+        return None, lambda: {"input": source, **legend}
     stream = StreamingTC(preset.num_classes)
     return (lambda index, name, frame, out: stream.add(frame, out.labels),
-            lambda: {"input": source, "temporal_consistency": stream.result()})
+            lambda: {"input": source, **legend, "temporal_consistency": stream.result()})
 
 
 def _report(dest: Path, info: dict) -> str:
