@@ -278,7 +278,8 @@ def test_every_mode_on_clip_folders(tree, tmp_path, capsys):
     config = json.loads((run / "swiftnet_seg" / "config.json").read_text())
     assert config["train_scales"] == [0.75, 1.0] and segnet.is_file()
     assert main.main(_cli(tree, logs, "--segnet-weights", str(segnet), "--checkname", "prop", "--max-iters", "2",
-                          "--epoch", "1", "--multi-step", "1", "5", "--eval-multi-step", "1")) == 0
+                          "--epoch", "1", "--multi-step", "1", "5", "--eval-multi-step", "1",
+                          "--crop-height", "45", "--crop-width", "75")) == 0  # odd crop: not a multiple of 8
     capsys.readouterr()
     assert main.main(_cli(tree, logs, "--evaluate", "1", "--segnet-weights", str(segnet), "--checkname", "prop",
                           "--resume", "1", "--eval-multi-step", "1", "4", "--ResFolderName", "e",
