@@ -6,7 +6,7 @@ adding one branch to :func:`whole_clips` and a builder returning :class:`WholeCl
 
 - synthetic: every frame of each snippet of the split, labelled on every frame by the generator's
   per-frame train ids (``extras/``), falling back to the gtFine label on the annotated frame;
-- Cityscapes: the 30-frame snippet around each annotated frame, labelled on that frame only;
+- Cityscapes: the 30-frame snippet of each annotated frame (GT−19 .. GT+10), labelled on that frame only;
 - CamVid: each sequence of the split from its first to its last labelled frame (all 30 fps frames
   between, from ``frames/``), labelled on the labelled frames.
 - folder, VSPW: every frame of each clip folder / video of the split, labelled where it has a mask
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dataset.build import CITYSCAPES_FRAMES_BEFORE_GT, require_synthetic
 from dataset.video import read_label
 
 
@@ -64,16 +65,21 @@ def _synthetic_label(path: Path, table: np.ndarray) -> np.ndarray:
     return mapped_label(path, table) if path.name.endswith("_gtFine_labelIds.png") else read_label(path)
 
 
-def cityscapes_clips(root, split: str, dataset_name: str = "Cityscapes", per_frame_labels: bool = False
-                     ) -> list[WholeClip]:
-    """The snippet of every annotated frame of ``split`` (CityscapesSequence's frames on disk), named after the
-    annotated frame. per_frame_labels: use the synthetic generator's per-frame train ids where they exist."""
+def cityscapes_clips(root, split: str, dataset_name: str = "Cityscapes", per_frame_labels: bool = False,
+                     span: tuple[int, int] | None = None) -> list[WholeClip]:
+    """The snippet of every annotated frame of ``split`` (the run of consecutive frames on disk around it, see
+    CityscapesSequence.snippet_frames), named after the annotated frame. span (before, after): keep at most
+    that many frames before and after the annotated one, so snippets whose frames touch stay apart.
+    per_frame_labels: use the synthetic generator's per-frame train ids where they exist."""
     from dataset.cityscapes import LABEL_ID_TO_TRAIN_ID, CityscapesSequence, frame_name, parse_frame_name
     from dataset.synthetic import extras_paths
     annotated = CityscapesSequence(root, split, 0, with_label=True, dataset_name=dataset_name)
     clips = []
     for index, name in enumerate(annotated.names):
         frames = tuple(annotated.snippet_frames(name)) or tuple(annotated.clip_paths(index))
+        if span is not None:
+            gt = parse_frame_name(name)[2]
+            frames = tuple(p for p in frames if -span[0] <= parse_frame_name(p)[2] - gt <= span[1])
         labels = []
         for path in frames:
             stem = frame_name(*parse_frame_name(path))
@@ -103,12 +109,12 @@ def camvid_clips(root, split: str) -> list[WholeClip]:
             if not path.is_file() and number in named and raw.is_file():
                 path = raw
             if not path.is_file():
-                raise FileNotFoundError(f"missing frame {path} of the CamVid {split} sequence {prefix.rstrip('_')} "
+                raise FileNotFoundError(f"missing frame {path} of the CamVid {split} sequence {split_name(name)[0]} "
                                         f"(frames {min(named)}..{max(named)}); extract the video frames with "
                                         "python -m dataset.camvid_frames")
             frames.append(path)
             labels.append(labelled.label_path(name) if number in named else None)
-        clips.append(WholeClip(prefix.rstrip("_"), tuple(frames), tuple(labels),
+        clips.append(WholeClip(split_name(named[min(named)])[0], tuple(frames), tuple(labels),
                                partial(mapped_label, table=CAMVID_ID_TO_TRAIN_ID)))
     return clips
 
@@ -118,13 +124,12 @@ def whole_clips(preset, split: str, root: str | None = None) -> list[WholeClip]:
     ``preset.data_path``), in a fixed order. One branch per dataset kind."""
     root = preset.data_path if root is None else root
     if preset.name == "synthetic":
-        from dataset.build import require_synthetic
         require_synthetic(root)
         return cityscapes_clips(root, split, preset.name, per_frame_labels=True)
     if preset.kind == "camvid":
         return camvid_clips(root, split)
-    if preset.kind == "cityscapes":
-        return cityscapes_clips(root, split, preset.name)
+    if preset.kind == "cityscapes":   # a real snippet: 30 frames, GT−19 .. GT+10
+        return cityscapes_clips(root, split, preset.name, span=(CITYSCAPES_FRAMES_BEFORE_GT, 10))
     if preset.kind in ("folder", "vspw"):
         from dataset.folder import folder_whole_clips
         from dataset.vspw import vspw_clips

@@ -10,8 +10,9 @@ Distributed: each rank evaluates its own contiguous block of samples (``shard_in
 padded or duplicated, unlike DistributedSampler), then the matrices are all-reduced once; every rank
 returns the same metrics, only rank 0 prints and writes.
 
-The temporal consistency that ``--evaluate 1`` reports beside these (engine/temporal_evaluation.py)
-streams its own 5-frame snippets with ``clip_logits``; validation during training does not compute it.
+The temporal consistency and mVC that ``--evaluate 1`` reports beside these (engine/temporal_evaluation.py) come
+from a separate pass over whole clips under the fixed ``--key-interval`` schedule; validation during training
+does not compute them.
 """
 from __future__ import annotations
 

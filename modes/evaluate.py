@@ -1,6 +1,7 @@
-"""``--evaluate 1``: avg/min mIoU per keyframe interval (engine/evaluation.py) and the temporal consistency
-of the predictions (engine/temporal_evaluation.py; ``--temporal-consistency 0`` skips it), printed and
-written as metrics.json + config.json into logs/run/{dataset}/{segnet}_{checkname}/eval_{name}/."""
+"""``--evaluate 1``: avg/min mIoU per keyframe interval (engine/evaluation.py), then the whole-clip consistency
+pass under the fixed schedule of ``--key-interval`` (engine/temporal_evaluation.py: temporal consistency, and
+mVC8/16 on densely labelled clips; ``--temporal-consistency 0`` skips the pass), printed and written as
+metrics.json + config.json into logs/run/{dataset}/{segnet}_{checkname}/eval_{name}/."""
 from __future__ import annotations
 
 import sys
@@ -16,7 +17,7 @@ from engine.model_builder import build_model
 from engine.onnx_runtime import onnx_model_for
 from engine.runs import pred_dir, preset_of, resolve_resume, run_dir, write_config
 from engine.save_results import commit_staged, discard_staged, staging_dir
-from engine.temporal_evaluation import evaluate_temporal_consistency, tc_dataset, tc_enabled
+from engine.temporal_evaluation import consistency_clips, evaluate_consistency, schedule_interval, tc_enabled
 from modes.job import run_job
 from utils.logging import write_json
 from utils.metrics import format_table
@@ -47,14 +48,16 @@ def _describe(cfg: Config, metrics: dict, resume: Path | None) -> str:
 
 
 def _measure(model, cfg: Config, preset, device, distances: list[int], save_dir) -> dict:
-    """metrics.json's dict: mIoU per distance and interval, then TC (None with --temporal-consistency 0)."""
+    """metrics.json's dict: mIoU per distance and interval, then the consistency pass: "key_interval",
+    "temporal_consistency" (None with --temporal-consistency 0) and, on densely labelled clips, "mvc8"/"mvc16"."""
     fusion = "copy" if cfg.keyframe_only else cfg.fusion
     metrics = evaluate_model(model, cfg, preset, device, distances=distances, key_scale=cfg.eval_scale,
                              fusion=fusion, save_dir=save_dir, progress=True)
-    metrics["keyframe_only"] = bool(cfg.keyframe_only)
-    metrics["temporal_consistency"] = (
-        evaluate_temporal_consistency(model, cfg, preset, device, key_scale=cfg.eval_scale, fusion=fusion,
-                                      keyframe_only=bool(cfg.keyframe_only)) if tc_enabled(cfg) else None)
+    metrics.update(keyframe_only=bool(cfg.keyframe_only), key_interval=schedule_interval(cfg),
+                   temporal_consistency=None)
+    if tc_enabled(cfg):
+        metrics.update(evaluate_consistency(model, cfg, preset, device, key_scale=cfg.eval_scale, fusion=fusion,
+                                            keyframe_only=bool(cfg.keyframe_only)))
     return metrics
 
 
@@ -63,7 +66,7 @@ def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
     distances = eval_distances(cfg)
     eval_datasets(cfg, preset, distances)  # a missing dataset fails here, before the model loads
     if tc_enabled(cfg):
-        tc_dataset(cfg, preset)
+        consistency_clips(cfg, preset)
     if cfg.backend == "onnxruntime":
         model, resume = onnx_model_for(cfg, preset, device, cfg.eval_scale), Path(cfg.export_dir)
     else:

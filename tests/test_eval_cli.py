@@ -169,12 +169,18 @@ def test_metrics_equal_independent_confusion_matrices(env, capsys, fusion, batch
     check_metrics(metrics, cms)
     assert metrics["num_samples"] == {str(k): NUM_VAL for k in distances}
     assert "avg mIoU" in out.out and "min mIoU" in out.out and "RANDOMLY" not in out.err
-    # temporal consistency, on by default: frames GT-4..GT of each snippet, the generator's true flow
-    # (its value is checked against an independent computation in tests/test_temporal_eval.py)
+    # temporal consistency, on by default: every frame of each snippet under keyframes at 0, 3, 6 (l = 3), the
+    # generator's true flow (its value is checked against an independent computation in tests/test_temporal_eval.py)
     tc = metrics["temporal_consistency"]
-    assert (tc["flow"], tc["frames"], tc["pairs"], tc["snippets"]) == ("true", 5, 4 * NUM_VAL, NUM_VAL)
+    assert (tc["flow"], tc["frames"], tc["pairs"], tc["snippets"]) == ("true", NUM_FRAMES * NUM_VAL,
+                                                                       (NUM_FRAMES - 1) * NUM_VAL, NUM_VAL)
     assert 0 < tc["miou"] <= 100 and 0 < tc["miou_unmasked"] <= 100 and 0 < tc["excluded_fraction"] < 1
     assert "TC (%)" in out.out and "true flow" in out.out
+    # pairs (t-1, t) ending on a keyframe: t = 3, 6 in each 7-frame snippet; the other 4 are propagated
+    assert metrics["key_interval"] == 3
+    assert (tc["refresh"]["pairs"], tc["propagated"]["pairs"]) == (2 * NUM_VAL, 4 * NUM_VAL)
+    # the synthetic data are labelled on every frame, so mVC is reported; 7 frames hold no window of 8 (+ 1)
+    assert metrics["mvc8"] is None and metrics["mvc16"] is None
 
 
 def test_copy_baseline_is_the_keyframe_prediction_and_warns_nothing(env, capsys):
@@ -208,6 +214,11 @@ def test_keyframe_only_at_another_scale_needs_no_checkpoint(env, capsys):
     assert rc == 0, out.err
     metrics = json.loads((eval_dir(env, "key05") / "metrics.json").read_text())
     assert metrics["key_scale"] == 0.5 and list(metrics["per_distance"]) == ["0"]
+    # the keyframe net on every frame: l = 1, every pair of the consistency pass ends on a keyframe
+    tc = metrics["temporal_consistency"]
+    assert metrics["key_interval"] == 1 and tc["propagated"] is None
+    assert tc["refresh"]["pairs"] == tc["pairs"] == (NUM_FRAMES - 1) * NUM_VAL
+    assert tc["refresh"]["miou"] == tc["miou"]
     check_metrics(metrics, {0: reference_cm(reference_predictions(env, 0, "gsv", 0.5))})
     assert "RANDOMLY" not in out.err
 

@@ -148,12 +148,25 @@ def _row(label: str, cells: Sequence[str], width: int = 7) -> str:
     return f"{label:<16}" + "".join(f"{c:>{width}}" for c in cells)
 
 
-def _tc_line(tc: dict) -> str:
-    """One line for metrics["temporal_consistency"] (engine/temporal_evaluation.py)."""
+def _tc_line(tc: dict, key_interval: int | None = None) -> str:
+    """The lines for metrics["temporal_consistency"] (engine/temporal_evaluation.py): all pairs pooled, then
+    the pairs (t−1, t) ending on a keyframe ("refresh") and the others ("propagated") when reported."""
     excluded = tc.get("excluded_fraction")
-    span = f"GT-{tc['frames'] - 1}..GT" if tc.get("frames") else "each snippet"
-    return (f"{'TC (%)':<16}{_fmt(tc.get('miou')):>7}   ({span}, {tc.get('flow', '?')} flow; all in-frame pixels "
-            f"{_fmt(tc.get('miou_unmasked'))}, {'-' if excluded is None else f'{100 * excluded:.1f}'}% excluded)")
+    span = f"{tc['snippets']} whole clips, {tc['frames']} frames" if tc.get("snippets") else "each snippet"
+    span += "" if key_interval is None else f", l={key_interval}"
+    lines = [f"{'TC (%)':<16}{_fmt(tc.get('miou')):>7}   ({span}, {tc.get('flow', '?')} flow; all in-frame pixels "
+             f"{_fmt(tc.get('miou_unmasked'))}, {'-' if excluded is None else f'{100 * excluded:.1f}'}% excluded)"]
+    for part, what in (("refresh", "t a keyframe"), ("propagated", "t propagated")):
+        if part in tc:
+            pairs = (tc[part] or {}).get("pairs", 0)
+            lines.append(f"{'  ' + part:<16}{_fmt((tc[part] or {}).get('miou')):>7}   ({pairs} pairs, {what})")
+    return "\n".join(lines)
+
+
+def _mvc_line(metrics: dict) -> str:
+    """mVC8 / mVC16 (utils/video_consistency.py), present only for densely labelled clips."""
+    return (f"{'mVC8 / mVC16 (%)':<16}{_fmt(metrics.get('mvc8')):>7} / {_fmt(metrics.get('mvc16'))}   "
+            "(prediction constant where the ground truth is, over 8 / 16-frame windows)")
 
 
 def format_table(metrics: dict, per_class: bool = False) -> str:
@@ -174,7 +187,9 @@ def format_table(metrics: dict, per_class: bool = False) -> str:
                   _row("min mIoU (%)", [_fmt(metrics["intervals"][l]["min_miou"]) for l in ivs])]
     tc = metrics.get("temporal_consistency")
     if tc:
-        lines += ([] if ivs else [""]) + [_tc_line(tc)]   # right below avg/min mIoU
+        lines += ([] if ivs else [""]) + [_tc_line(tc, metrics.get("key_interval"))]   # right below avg/min mIoU
+    if "mvc8" in metrics:
+        lines.append(_mvc_line(metrics))
     worst = metrics["min_over_distances"]
     if worst["distance"] is not None:
         lines += ["", f"minimum over distances: {_fmt(worst['miou'])} at k={worst['distance']}"]
