@@ -132,35 +132,40 @@ def _cell(x) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
-def tc_cell(metrics: dict) -> str:
-    """The TC column: masked TC (%) of metrics["temporal_consistency"], "—" when it was not computed."""
+def tc_cells(metrics: dict) -> list[str]:
+    """TC pooled / on refresh pairs / on propagated pairs and mVC8 (%), "—" where not computed."""
     tc = metrics.get("temporal_consistency") or {}
-    return _cell(tc.get("miou"))
+    parts = [tc.get("miou"), (tc.get("refresh") or {}).get("miou"), (tc.get("propagated") or {}).get("miou")]
+    return [_cell(x) for x in parts] + [_cell(metrics.get("mvc8"))]
 
 
 def tables_markdown(results: dict) -> list[str]:
     lines = ["| method | " + " | ".join(f"k={k}" for k in DISTANCES) + " | "
-             + " | ".join(f"l={l} avg / min" for l in range(1, 6)) + " | TC |",
-             "|---" * (1 + len(DISTANCES) + 5 + 1) + "|"]
+             + " | ".join(f"l={l} avg / min" for l in range(1, 6)) + " | TC | TC refresh | TC propagated | mVC8 |",
+             "|---" * (1 + len(DISTANCES) + 5 + 4) + "|"]
     for row, m in results.items():
         per = [_cell(m["per_distance"].get(k, {}).get("miou")) for k in DISTANCES]
         ints = [f"{_cell(m['intervals'][str(l)]['avg_miou'])} / {_cell(m['intervals'][str(l)]['min_miou'])}"
                 if str(l) in m["intervals"] else "—" for l in range(1, 6)]
-        lines.append(f"| {row} | " + " | ".join(per + ints + [tc_cell(m)]) + " |")
+        lines.append(f"| {row} | " + " | ".join(per + ints + tc_cells(m)) + " |")
     return lines
 
 
 def tc_note(results: dict) -> str:
-    """What the TC column measures, with the flow and snippet length the evaluations recorded."""
-    tc = next((m["temporal_consistency"] for m in results.values() if m.get("temporal_consistency")), None)
-    frames = tc["frames"] if tc else 5
-    span = f"frames GT−{frames - 1}..GT of each val snippet, {tc['flow']} flow" if tc else "not computed"
+    """What the TC columns measure, with the clips, schedule and flow the evaluations recorded."""
+    row = next((m for m in results.values() if m.get("temporal_consistency") and m.get("key_interval", 1) > 1), None)
+    tc = row["temporal_consistency"] if row else None
+    span = (f"all {tc['frames']} frames of the {tc['snippets']} val snippets, a keyframe every l = "
+            f"{row['key_interval']} frames (frames 0, l, 2l, ... of each snippet), {tc['flow']} flow") if tc \
+        else "not computed"
     return ("TC = temporal consistency (%, engine/temporal_evaluation.py): mIoU between each frame's labels and "
             "the previous frame's labels carried to it by optical flow, over pixels whose flow is reliable "
-            f"({span}); the keyframe is the first of those frames, so the propagated rows cover one keyframe "
-            f"interval of {frames} and the SwiftNet rows run the keyframe net on every frame (l = 1, the flicker "
-            "baseline). Higher is steadier, not more correct: copy freezes the keyframe's labels in the image, so "
-            "its TC only shows how much the scene moves.")
+            f"({span}). 'refresh' pools the pairs that end on a keyframe (last propagated frame -> next keyframe, "
+            "where a keyframe scheme's labels jump), 'propagated' the others; the SwiftNet rows run the keyframe "
+            "net on every frame (l = 1), so all their pairs are refreshes. Higher is steadier, not more correct: "
+            "copy freezes the keyframe's labels in the image between refreshes. mVC8 = video consistency over "
+            "8-frame windows (the VSPW paper's VC_8 on the dense synthetic labels): the share of pixels whose "
+            "ground truth stays the same that also keep one predicted label; it rewards constant predictions too.")
 
 
 def criterion(results: dict) -> tuple[bool, list[str]]:
