@@ -13,30 +13,53 @@ cached next to this file. Arithmetic follows the reference's order, so results a
 rounding (the edge map and labels exactly, up to ties).
 
 ``with cpu_kernels.disabled():`` turns them off for the code inside (the ONNX export traces the plain
-PyTorch path of the same model this way); ``available()`` is what every caller consults.
+PyTorch path of the same model this way); ``available()`` is what every caller consults, after its
+cheaper device and dtype checks.
+
+Start-up: numba is imported by the first ``available()`` (~0.15 s), not with this module, so a process
+that never runs a kernel (CUDA, export, training steps) does not pay it; the first kernel call of a
+process then loads its cached machine code (~0.3 s on a 2-core EPYC, most of it numba setting up its
+typing registries once, which imports scipy.linalg for its BLAS check; each further kernel ~10 ms).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import importlib
+import threading
 from typing import Iterator
 
 import numpy as np
 import torch
 
-try:
-    import numba
-except ImportError:  # the PyTorch paths give the same results, only slower
-    numba = None
+_NOT_IMPORTED = "numba: not imported yet"
+# The numba module once imported; None when it is not installed (the PyTorch paths give the same
+# results, only slower) or while a test switches the kernels off this way.
+numba = _NOT_IMPORTED
+_IMPORT_LOCK = threading.Lock()
 
 
 # A context variable, not a plain flag: the switch holds for the thread (and asyncio task) that set it.
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("cpu_kernels_enabled", default=True)
 
 
+def _numba():
+    """The numba module, imported on the first call; None if it cannot be imported."""
+    global numba
+    if numba is _NOT_IMPORTED:
+        with _IMPORT_LOCK:
+            if numba is _NOT_IMPORTED:
+                try:
+                    numba = importlib.import_module("numba")
+                except ImportError:
+                    numba = None
+    return numba
+
+
 def available() -> bool:
-    """True when numba is installed and no ``disabled()`` context is active."""
-    return numba is not None and _ENABLED.get()
+    """True when numba is installed and no ``disabled()`` context is active (imports numba the first time)."""
+    return _ENABLED.get() and _numba() is not None
 
 
 @contextlib.contextmanager
@@ -53,17 +76,30 @@ def disabled() -> Iterator[None]:
 def follow_torch_threads() -> None:
     """Use as many threads as torch does. numba and torch share one OpenMP runtime here, so lowering
     numba's count below torch's could lower torch's too: in that case (NUMBA_NUM_THREADS set lower) leave it."""
-    threads = torch.get_num_threads()
-    if threads <= numba.config.NUMBA_NUM_THREADS and threads != numba.get_num_threads():
-        numba.set_num_threads(threads)
+    nb, threads = _numba(), torch.get_num_threads()
+    if threads <= nb.config.NUMBA_NUM_THREADS and threads != nb.get_num_threads():
+        nb.set_num_threads(threads)
 
 
-def _compiled(fn):
-    """numba.njit(parallel) when numba is installed; the plain Python function is never called otherwise."""
-    return numba.njit(parallel=True, cache=True, nogil=True)(fn) if numba is not None else fn
+class _Kernel:
+    """``numba.njit(parallel=True, cache=True)`` of ``fn``, made on the first call (after ``available()``);
+    the plain Python function is never called."""
+
+    def __init__(self, fn):
+        functools.update_wrapper(self, fn)
+        self.py_func = fn
+        self._dispatcher = None
+        self._lock = threading.Lock()
+
+    def __call__(self, *args):
+        if self._dispatcher is None:
+            with self._lock:
+                if self._dispatcher is None:
+                    self._dispatcher = _numba().njit(parallel=True, cache=True, nogil=True)(self.py_func)
+        return self._dispatcher(*args)
 
 
-@_compiled
+@_Kernel
 def labels(v, cy, ay, col_start, ax, out):  # pragma: no cover - compiled
     """Bilinear upsample + argmax. v: h×w×C float32 logits; cy/ay: cell row and weight of the lower
     corner per output row; col_start: cell j covers output columns [col_start[j], col_start[j+1]);
@@ -117,7 +153,7 @@ def labels(v, cy, ay, col_start, ax, out):  # pragma: no cover - compiled
                 out[y, x] = cand[i, j, arg]
 
 
-@_compiled
+@_Kernel
 def shrink_normalise(frame, y0, y1, ay, x0, x1, ax, divisor, mean, std, out):  # pragma: no cover - compiled
     """frame: B×H×W×3 uint8 RGB; y0/y1/ay, x0/x1/ax: bilinear taps (align_corners=True) per output row /
     column; out: B×3×h×w float32 BGR = ((blend along x, then along y) / divisor − mean[c]) / std[c]."""
@@ -134,7 +170,7 @@ def shrink_normalise(frame, y0, y1, ay, x0, x1, ax, divisor, mean, std, out):  #
                 out[b, 2 - c, y, x] = (((one - a) * top + a * bot) / divisor - mean[c]) / std[c]
 
 
-@_compiled
+@_Kernel
 def warp(x, grid_x, grid_y, out):  # pragma: no cover - compiled
     """x: B×C×h×w float32; grid_x/grid_y: B×h×w normalised sampling positions (align_corners=True, as
     for F.grid_sample); out: B×C×h×w = bilinear samples of x, zero outside."""
@@ -173,7 +209,7 @@ def warp(x, grid_x, grid_y, out):  # pragma: no cover - compiled
                       + weight[b, 2, p] * src[index[b, 2, p]] + weight[b, 3, p] * src[index[b, 3, p]])
 
 
-@_compiled
+@_Kernel
 def edge(x, out):  # pragma: no cover - compiled
     """x: B×C×h×w float32 logits; out: B×1×h×w float32 = 1 where the 3×3 Laplacian (zero padding) of
     argmax_c x (first maximum on ties) is non-zero, else 0. Integer arithmetic: exact."""
@@ -197,7 +233,7 @@ def edge(x, out):  # pragma: no cover - compiled
             out[b, 0, y, xx] = 1.0 if response != 0 else 0.0
 
 
-@_compiled
+@_Kernel
 def resize(x, y0, y1, ay, x0, x1, ax, out):  # pragma: no cover - compiled
     """x: B×h×w×C float32 (any strides: pass NCHW tensors permuted); y0/y1/ay, x0/x1/ax: bilinear taps
     (align_corners=True) per output row / column; out: B×H×W×C. PyTorch's order: blend along x, then y."""

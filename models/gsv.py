@@ -224,7 +224,7 @@ class GSV(nn.Module):
     @torch.no_grad()
     def edge_map(self, logits: Tensor) -> Tensor:
         """B×C×h×w logits -> B×1×h×w float {0,1}: Laplacian (zero padding) of the argmax is non-zero."""
-        if cpu_kernels.available() and logits.device.type == "cpu" and logits.dtype == torch.float32:
+        if logits.device.type == "cpu" and logits.dtype == torch.float32 and cpu_kernels.available():
             edge = torch.empty((logits.shape[0], 1, *logits.shape[2:]), dtype=logits.dtype)
             cpu_kernels.follow_torch_threads()
             cpu_kernels.edge(logits.detach().contiguous().numpy(), edge.numpy())  # same map, one pass

@@ -62,6 +62,6 @@ def logits_to_labels(logits: Tensor, size: tuple[int, int]) -> Tensor:
     if logits.shape[1] > MAX_CLASSES:
         raise ValueError(f"labels are uint8: at most {MAX_CLASSES} classes, got {logits.shape[1]}")
     h, w = logits.shape[-2:]
-    if not cpu_kernels.available() or logits.device.type != "cpu" or h < 2 or w < 2 or size[0] < 1 or size[1] < 1:
+    if logits.device.type != "cpu" or h < 2 or w < 2 or size[0] < 1 or size[1] < 1 or not cpu_kernels.available():
         return logits_to_labels_plain(logits, size)
     return _labels_cpu(logits.detach().float(), tuple(size))

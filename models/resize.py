@@ -38,7 +38,7 @@ def resize_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == size:
         return x
     needs_grad = torch.is_grad_enabled() and x.requires_grad
-    if not cpu_kernels.available() or x.device.type != "cpu" or x.dtype != torch.float32 or needs_grad:
+    if x.device.type != "cpu" or x.dtype != torch.float32 or needs_grad or not cpu_kernels.available():
         return resize(x, size)
     layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
         else torch.contiguous_format

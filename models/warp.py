@@ -123,4 +123,4 @@ def _compiled_applies(x: Tensor, flow: Tensor) -> bool:
     """The compiled kernel (same samples as grid_sample up to float rounding) runs for CPU float32
     inference; anything that needs gradients, or other devices and dtypes, use grid_sample."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or flow.requires_grad)
-    return cpu_kernels.available() and x.device.type == "cpu" and x.dtype == torch.float32 and not needs_grad
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not needs_grad and cpu_kernels.available()
