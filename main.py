@@ -11,6 +11,7 @@ Run `python main.py --help` for every flag.
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -46,4 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # The mode has finished and closed its files: skip the interpreter's last collections over every object
+    # torch and numba made (~0.5 s of a short run's exit on a 2-core EPYC); the OS takes the memory back.
+    gc.freeze()
+    sys.exit(code)
