@@ -48,6 +48,7 @@ from engine.predictor import StepOutput, VideoPredictor
 from engine.save_results import SUMMARY_NAME, commit_staged, discard_staged, save_label_pngs, staging_dir
 from models.gsvnet import GSVNet
 from utils.background import Prefetcher, WriterPool
+from utils.errors import UserError
 from utils.logging import write_json
 from utils.visualize import colorize, overlay
 
@@ -134,14 +135,17 @@ def _timed(items: Iterable[Item], clock: StageClock) -> Iterator[Item]:
 class FrameWriter:
     """Queues one frame's files under ``root`` on a ``WriterPool``: ``outputs`` from
     engine.save_results.OUTPUT_KINDS (color/{name}.png, label/{name}.png, overlay.mp4 at ``fps``,
-    labelIds/{name}.png). Arrays are passed by reference: the caller must not modify them afterwards."""
+    labelIds/{name}.png; ``video_codec`` as dataset.video.VideoWriter). Arrays are passed by reference: the
+    caller must not modify them afterwards."""
 
-    def __init__(self, root: Path, outputs: Sequence[str], palette, fps: float, clock: StageClock):
+    def __init__(self, root: Path, outputs: Sequence[str], palette, fps: float, clock: StageClock,
+                 video_codec: str = "auto"):
         self.root, self.outputs, self.palette, self.clock = Path(root), tuple(outputs), palette, clock
         for kind in ("color", "label", "labelIds"):
             if kind in self.outputs:
                 (self.root / kind).mkdir(parents=True, exist_ok=True)
-        self.video = VideoWriter(self.root / "overlay.mp4", fps=fps) if "overlay" in self.outputs else None
+        self.video = (VideoWriter(self.root / "overlay.mp4", fps=fps, codec=video_codec)
+                      if "overlay" in self.outputs else None)
 
     def submit(self, pool: WriterPool, name: str, frame: np.ndarray, labels: np.ndarray) -> None:
         label_path = self.root / "label" / f"{name}.png" if "label" in self.outputs else None
@@ -271,23 +275,24 @@ def publish(staging: Path, dest: Path) -> Path:
 def run_to_folder(items: Iterable[Item], predictor: VideoPredictor, dest: Path, outputs: Sequence[str], palette,
                   fps: float, video_fps: float | None, what: str, clock: StageClock | None = None,
                   live: bool = False, progress: bool = False, total: int | None = None,
-                  on_frame=None, extra: Callable[[], dict] | None = None) -> tuple[StreamResult, dict]:
+                  on_frame=None, extra: Callable[[], dict] | None = None,
+                  video_codec: str = "auto") -> tuple[StreamResult, dict]:
     """Run the stream into the staging folder of ``dest``, write summary.json there, publish ``dest``.
     ``what`` names the input in errors; ``extra()``, called after the stream, returns more summary fields
-    (e.g. the temporal consistency an ``on_frame`` accumulator measured). On any error (or Ctrl-C) the
-    staging folder is removed and the error propagates; ``dest`` is untouched. Returns the stream result
-    and the summary."""
+    (e.g. the temporal consistency an ``on_frame`` accumulator measured); ``video_codec`` is the overlay
+    video's (dataset.video.VideoWriter). On any error (or Ctrl-C) the staging folder is removed and the
+    error propagates; ``dest`` is untouched. Returns the stream result and the summary."""
     dest = Path(dest)
     staging = staging_dir(dest)
     discard_staged(staging)  # leftovers of a crashed run
     staging.mkdir(parents=True)
     clock = clock or StageClock()
     try:
-        writer = FrameWriter(staging, outputs, palette, fps, clock) if outputs else None
+        writer = FrameWriter(staging, outputs, palette, fps, clock, video_codec) if outputs else None
         result = run_stream(items, predictor, writer, clock, live=live, progress=progress, total=total,
                             on_frame=on_frame)
         if result.frames == 0:
-            raise RuntimeError(f"{what}: no frame could be read")
+            raise UserError(f"{what}: no frame could be read")
         info = summary(result, video_fps, outputs, **(extra() if extra else {}))
         write_json(staging / SUMMARY_NAME, info)
     except BaseException:
