@@ -135,6 +135,10 @@ class Config:
     save: str = _f("color,label,overlay", "--inference outputs, comma-separated from color,label,overlay,labelIds; "
                                           "'none' = pure throughput (only summary.json).")
     skip_existing: bool = _f(False, "--inference over a corpus: skip videos whose outputs are already complete.")
+    video_codec: str = _f("auto", "Codec of the overlay video: h264 (H.264 MP4 that browsers and phones play; needs "
+                                  "PyAV, pip install av), mp4v (OpenCV's MPEG-4 Part 2, plays in VLC but not in "
+                                  "browsers), auto = h264 when PyAV is installed, else mp4v with a note.",
+                          choices=("auto", "h264", "mp4v"))
     temporal_consistency: int = _f(-1, "Temporal consistency (TC) next to mIoU: 1 on, 0 off, -1 = the mode's "
                                        "default (on for --evaluate, off for --inference).", choices=(-1, 0, 1))
     # --- runs, logs, checkpoints -------------------------------------------------------------

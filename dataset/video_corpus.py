@@ -8,11 +8,15 @@ Conventions:
   ``dataset.video.open_frames``. A folder holding both videos and images is rejected as ambiguous.
 * A **.txt list** holds one path per line; blank lines and lines starting with ``#`` are skipped,
   relative paths are relative to the folder of the .txt file, order is kept as listed.
-* Each video's results go to ``OUT/<name>/`` with names from ``unique_stems``.
-* Work is split over ranks by ``shard_by_frames`` from the frame counts of ``frame_count``.
+* Each video's results go to ``OUT/<name>/`` with names from ``unique_stems``; ``OUT/manifest.json``
+  (``manifest``) lists every video with its frame count, whether it was skipped, and its error (null
+  when it completed).
+* Work is split over ranks by ``shard_by_frames`` from the frame counts of ``shard_counts`` (0 for a
+  video that cannot be opened: it still gets a rank, which reports it as failed).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -20,8 +24,12 @@ from typing import Sequence
 import cv2
 
 from dataset.video import IMAGE_EXTENSIONS, natural_key
+from utils.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+MANIFEST_NAME = "manifest.json"
+# Per-video numbers of a corpus run, one row per video (a float tensor that ranks all-reduce).
+MANIFEST_COLUMNS = ("frames", "num_keyframes", "seconds", "skipped", "rank")
 
 
 def _files_with(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
@@ -88,10 +96,10 @@ def frame_count(path: str | os.PathLike) -> int:
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
-            raise RuntimeError(f"cannot open video file {path}: unknown format or corrupt file")
+            raise UserError(f"cannot open video file {path}: unknown format or corrupt file")
         reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         if not capture.grab():
-            raise RuntimeError(f"video file {path} opened but no frame could be decoded")
+            raise UserError(f"video file {path} opened but no frame could be decoded")
         if reported > 0:
             return reported
         counted = 1
@@ -100,6 +108,18 @@ def frame_count(path: str | os.PathLike) -> int:
         return counted
     finally:
         capture.release()
+
+
+def shard_counts(paths: Sequence[str | os.PathLike]) -> list[int]:
+    """``frame_count`` of each video for ``shard_by_frames``, 0 for one that is missing or cannot be
+    opened or decoded: a corpus run does not stop for it; the rank that gets it reports the error."""
+    counts = []
+    for path in paths:
+        try:
+            counts.append(frame_count(path))
+        except (OSError, UserError):
+            counts.append(0)
+    return counts
 
 
 def shard_by_frames(counts: Sequence[int], world_size: int) -> list[list[int]]:
@@ -140,3 +160,28 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
         taken.add(name.casefold())
         names.append(name)
     return names
+
+
+def manifest(source: str, world_size: int, videos: Sequence[str | os.PathLike], dests: Sequence[str | os.PathLike],
+             rows: Sequence[Sequence[float]], errors: dict[int, str]) -> dict:
+    """The content of manifest.json: ``rows`` hold ``MANIFEST_COLUMNS`` per video, ``errors`` the error text
+    of each failed video by index (its entry has 0 frames; every other entry has ``"error": null``)."""
+    entries = []
+    for i, (video, dest, row) in enumerate(zip(videos, dests, rows)):
+        r = dict(zip(MANIFEST_COLUMNS, row))
+        entries.append({"video": str(video), "output": str(dest), "frames": int(r["frames"]),
+                        "num_keyframes": int(r["num_keyframes"]), "seconds": r["seconds"],
+                        "skipped": bool(r["skipped"]), "rank": int(r["rank"]), "error": errors.get(i)})
+    return {"input": source, "world_size": world_size, "total_frames": sum(e["frames"] for e in entries),
+            "videos": entries}
+
+
+def failed_videos(root: str | os.PathLike) -> set[str]:
+    """The videos that ``root``'s manifest.json lists with an error; empty without a readable manifest.
+    ``--skip-existing`` runs them again, even where an older complete output of theirs is in place (a failed
+    video leaves its folder as it was)."""
+    try:
+        entries = json.loads((Path(root) / MANIFEST_NAME).read_text(encoding="utf-8"))["videos"]
+        return {str(e["video"]) for e in entries if e.get("error")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()

@@ -11,7 +11,8 @@ logs/pred_img_res/{dataset}/{segnet}_{checkname}/{ResFolderName or time stamp}/)
 
     color/{frame}.png       colour label map                                   (color, default)
     label/{frame}.png       train ids (uint8, one channel)                     (label, default)
-    overlay.mp4             the frames with the colour map blended over them   (overlay, default)
+    overlay.mp4             the frames with the colour map blended over them   (overlay, default; H.264,
+                            or mp4v by --video-codec or without PyAV)
     labelIds/{frame}.png    Cityscapes labelIds (labelIds or --save-labelids 1; Cityscapes-style presets)
     summary.json            frames, keyframe indices, processing fps, video fps (always, also --save none)
 
@@ -22,8 +23,10 @@ of the label PNGs (folder: from classes.json).
 
 A corpus (a folder of video files or a .txt list, dataset/video_corpus.py) writes OUT/<video stem>/ per
 video and OUT/manifest.json. Under torchrun each rank takes a disjoint, frame-balanced share; rank 0
-writes the manifest after every rank has finished. ``--skip-existing 1`` skips videos whose folder is
-complete (published with its summary.json).
+writes the manifest after every rank has finished. A video that cannot be opened or stops decoding early
+prints ``error: <video>: <why>``, gets that error in the manifest and no output; the others go on and the
+exit code is 1. ``--skip-existing 1`` skips videos whose folder is complete (published with its summary.json)
+and runs the failed ones again.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -40,8 +44,9 @@ import torch
 
 from config.config import Config
 from config.dataset_preset import DatasetPreset
-from dataset.video import open_frames, read_rgb
-from dataset.video_corpus import frame_count, is_corpus, list_videos, shard_by_frames, unique_stems
+from dataset.video import h264_available, open_frames, read_rgb
+from dataset.video_corpus import (MANIFEST_COLUMNS, MANIFEST_NAME, failed_videos, is_corpus, list_videos, manifest,
+                                  shard_by_frames, shard_counts, unique_stems)
 from engine import distributed as dist
 from engine.model_builder import build_model
 from engine.onnx_runtime import onnx_model_for
@@ -49,13 +54,12 @@ from engine.predictor import VideoPredictor
 from engine.runs import data_root, pred_dir, preset_of, resolve_resume, timestamp
 from engine.save_results import SUMMARY_NAME, is_complete, parse_outputs
 from engine.video_job import Item, make_predictor, run_to_folder, warm_up
-from modes.job import run_job
+from modes.job import USER_ERRORS, error_text, run_job
 from utils.logging import write_json
 from utils.temporal_consistency import StreamingTC
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FPS = {"cityscapes": 17.0, "camvid": 30.0, "vspw": 15.0, "folder": 30.0}  # capture rates (folder: a guess)
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclass
@@ -165,6 +169,23 @@ def _outputs(cfg: Config, preset: DatasetPreset) -> tuple[str, ...]:
     return outputs
 
 
+def _video_codec(cfg: Config, outputs: tuple[str, ...]) -> str:
+    """--video-codec resolved once, before any work: h264 without PyAV is an error; auto is h264 when PyAV is
+    installed, else mp4v with a note (when an overlay video is to be written)."""
+    if cfg.video_codec == "h264" and not h264_available():
+        raise ValueError("--video-codec h264: PyAV is not installed (pip install av, pinned in requirements.txt); "
+                         "install it or pass --video-codec mp4v")
+    if cfg.video_codec != "auto":
+        return cfg.video_codec
+    if h264_available():
+        return "h264"
+    if "overlay" in outputs and dist.is_main():
+        print("note: PyAV is not installed: overlay.mp4 is written as MPEG-4 Part 2 (mp4v), which browsers do not "
+              "play; pip install av for H.264 (--video-codec mp4v: this choice, without the note)",
+              file=sys.stderr, flush=True)
+    return "mp4v"
+
+
 def _load_predictor(cfg: Config, preset: DatasetPreset, device: torch.device) -> VideoPredictor:
     resume = resolve_resume(cfg) if cfg.backend == "pytorch" else Path(cfg.export_dir)
     if resume is None and cfg.key_interval > 1 and cfg.fusion != "copy" and dist.is_main():
@@ -208,13 +229,14 @@ def _infer_single(cfg: Config, device: torch.device) -> int:
     is_corpus(cfg.input)  # a folder of both videos and images is an error, not an image folder
     preset = preset_of(cfg)
     outputs = _outputs(cfg, preset)
+    codec = _video_codec(cfg, outputs)
     plan = plan_input(cfg, preset)  # a missing input fails before the model loads
     predictor = _load_predictor(cfg, preset, device)
     dest = Path(cfg.output) if cfg.output else pred_dir(cfg, cfg.ResFolderName or timestamp())
     on_frame, extra = _frame_hooks(cfg, preset, cfg.input)
     _, info = run_to_folder(plan.items(), predictor, dest, outputs, preset.palette, plan.fps, plan.video_fps,
                             what=f"--input {cfg.input}", live=plan.live, progress=True, total=plan.total,
-                            on_frame=on_frame, extra=extra)
+                            on_frame=on_frame, extra=extra, video_codec=codec)
     print(_report(dest, info))
     return 0
 
@@ -237,10 +259,7 @@ def _threads_per_rank(device: torch.device) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
 
-ROW = ("frames", "num_keyframes", "seconds", "skipped", "rank")  # columns of the per-video table
-
-
-def _video_row(info: dict, skipped: bool) -> list[float]:
+def _video_row(info: dict, skipped: bool = False) -> list[float]:
     return [info["frames"], info.get("num_keyframes", len(info["keyframes"])), info.get("seconds") or 0.0,
             float(skipped), float(dist.rank())]
 
@@ -249,56 +268,81 @@ def _prefix() -> str:
     return f"[rank {dist.rank()}] " if dist.is_dist() else ""
 
 
-def _run_share(cfg: Config, device: torch.device, videos: list[Path], dests: list[Path],
-               share: list[int], rows: torch.Tensor) -> None:
-    """This rank's videos, each into its own folder; fills this rank's rows of ``rows``."""
+def _run_video(cfg: Config, preset: DatasetPreset, predictor: VideoPredictor, outputs: tuple[str, ...],
+               codec: str, video: Path, dest: Path) -> dict:
+    """One video of the corpus into ``dest``; returns its summary."""
+    source = open_frames(video)
+    items = ((name, frame, k == 0) for k, (name, frame) in enumerate(source))
+    on_frame, extra = _frame_hooks(cfg, preset, str(video))
+    _, info = run_to_folder(items, predictor, dest, outputs, preset.palette, source.fps or DEFAULT_FPS[preset.kind],
+                            source.fps, what=str(video), progress=dist.is_main(), total=source.num_frames,
+                            on_frame=on_frame, extra=extra, video_codec=codec)
+    return info
+
+
+def _run_share(cfg: Config, device: torch.device, videos: list[Path], dests: list[Path], share: list[int],
+               rows: torch.Tensor, codec: str) -> dict[int, str]:
+    """This rank's videos, each into its own folder; fills this rank's rows of ``rows``. A video that cannot be
+    read (or fails in any other way) is reported, leaves no output and does not stop the others: returns
+    {video index: error text} of this rank's failures."""
     preset = preset_of(cfg)
     outputs = _outputs(cfg, preset)
-    predictor = None
+    retry = failed_videos(dests[0].parent) if cfg.skip_existing and share else set()  # errored: not complete
+    predictor, errors = None, {}
     for i in share:
-        if cfg.skip_existing and is_complete(dests[i]):
+        if cfg.skip_existing and is_complete(dests[i]) and str(videos[i]) not in retry:
             info = json.loads((dests[i] / SUMMARY_NAME).read_text())
             rows[i] = torch.tensor(_video_row(info, skipped=True), dtype=rows.dtype)
             print(f"{_prefix()}skipped {videos[i]}: {dests[i]} is complete", flush=True)
             continue
         if predictor is None:  # not loaded when every video of the share is skipped
             predictor = _load_predictor(cfg, preset, device)
-        source = open_frames(videos[i])
-        items = ((name, frame, k == 0) for k, (name, frame) in enumerate(source))
-        fps = source.fps or DEFAULT_FPS[preset.kind]
-        on_frame, extra = _frame_hooks(cfg, preset, str(videos[i]))
-        _, info = run_to_folder(items, predictor, dests[i], outputs, preset.palette, fps, source.fps,
-                                what=str(videos[i]), progress=dist.is_main(), total=source.num_frames,
-                                on_frame=on_frame, extra=extra)
-        rows[i] = torch.tensor(_video_row(info, skipped=False), dtype=rows.dtype)
+        try:
+            info = _run_video(cfg, preset, predictor, outputs, codec, videos[i], dests[i])
+        except Exception as err:  # this video only (KeyboardInterrupt still stops the run)
+            errors[i] = error_text(err) if isinstance(err, USER_ERRORS) else f"{type(err).__name__}: {err}"
+            if not isinstance(err, USER_ERRORS):  # a bug, not the input: keep its traceback
+                traceback.print_exception(err, file=sys.stderr)
+            print(f"{_prefix()}error: {videos[i]}: {errors[i]}", file=sys.stderr, flush=True)
+            rows[i] = torch.tensor(_video_row({"frames": 0, "keyframes": []}), dtype=rows.dtype)
+            continue
+        rows[i] = torch.tensor(_video_row(info), dtype=rows.dtype)
         print(f"{_prefix()}{_report(dests[i], info)}", flush=True)
+    return errors
+
+
+def _gather_errors(errors: dict[int, str]) -> dict[int, str]:
+    """Every rank's {video index: error text}, merged (each video ran on one rank)."""
+    if not dist.is_dist():
+        return errors
+    import torch.distributed
+    parts: list = [None] * dist.world_size()
+    torch.distributed.all_gather_object(parts, errors)
+    return {i: text for part in parts for i, text in part.items()}
 
 
 def _infer_corpus(cfg: Config, device: torch.device) -> int:
-    """Every video of the corpus; this rank's share by frame count (dataset/video_corpus.py)."""
-    _outputs(cfg, preset_of(cfg))  # a bad --save fails on every rank before any work
+    """Every video of the corpus; this rank's share by frame count (dataset/video_corpus.py). Returns 1 when any
+    video failed (each has an "error" in manifest.json), else 0."""
+    codec = _video_codec(cfg, _outputs(cfg, preset_of(cfg)))  # a bad --save fails on every rank before any work
     videos = list_videos(cfg.input)
-    counts = [frame_count(v) for v in videos]
-    share = shard_by_frames(counts, dist.world_size())[dist.rank()]
+    share = shard_by_frames(shard_counts(videos), dist.world_size())[dist.rank()]
     root = Path(cfg.output) if cfg.output else pred_dir(cfg, cfg.ResFolderName or _shared_timestamp())
     dests = [root / name for name in unique_stems(videos)]
     _threads_per_rank(device)
-    rows = torch.zeros(len(videos), len(ROW), dtype=torch.float64)
+    rows = torch.zeros(len(videos), len(MANIFEST_COLUMNS), dtype=torch.float64)
     with dist.fail_together("inference over the corpus"):
-        _run_share(cfg, device, videos, dests, share, rows)
+        errors = _run_share(cfg, device, videos, dests, share, rows, codec)
     dist.all_reduce_sum(rows)  # each row was filled by exactly one rank
+    errors = _gather_errors(errors)
     if not dist.is_main():
-        return 0
-    table = [dict(zip(ROW, row)) for row in rows.tolist()]
-    entries = [{"video": str(video), "output": str(dest), "frames": int(r["frames"]),
-                "num_keyframes": int(r["num_keyframes"]), "seconds": r["seconds"], "skipped": bool(r["skipped"]),
-                "rank": int(r["rank"])} for video, dest, r in zip(videos, dests, table)]
-    write_json(root / MANIFEST_NAME, {"input": cfg.input, "world_size": dist.world_size(),
-                                      "total_frames": sum(e["frames"] for e in entries), "videos": entries})
-    done = sum(not e["skipped"] for e in entries)
-    print(f"corpus: {len(videos)} videos ({done} run, {len(videos) - done} skipped), "
-          f"{sum(e['frames'] for e in entries)} frames; manifest {root / MANIFEST_NAME}")
-    return 0
+        return 1 if errors else 0
+    info = manifest(cfg.input, dist.world_size(), videos, dests, rows.tolist(), errors)
+    write_json(root / MANIFEST_NAME, info)
+    skipped = sum(e["skipped"] for e in info["videos"])
+    print(f"corpus: {len(videos)} videos ({len(videos) - skipped - len(errors)} run, {skipped} skipped, "
+          f"{len(errors)} failed), {info['total_frames']} frames; manifest {root / MANIFEST_NAME}")
+    return 1 if errors else 0
 
 
 def run_inference(cfg: Config) -> int:

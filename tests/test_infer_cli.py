@@ -326,3 +326,200 @@ def test_temporal_consistency_reaches_summary(env, tmp_path, capsys):
     assert tc["flow"] == "dis" and tc["pairs"] == 3
     for key in ("miou", "miou_unmasked", "excluded_fraction"):
         assert tc[key] == pytest.approx(expected[key], abs=1e-9)
+
+
+# --- the overlay video's codec ----------------------------------------------------------------------
+def video_codec_of(path: Path) -> tuple[str, float, int]:
+    """(codec name as PyAV reads it, frame rate, frames) of a video file."""
+    import av
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.codec_context.name, float(stream.average_rate), sum(1 for _ in container.decode(stream))
+
+
+def test_overlay_video_is_h264_and_shows_the_labels(env, tmp_path, capsys):
+    """Default: H.264 at the input's rate, each frame within the encoder's loss of the overlay made from the
+    decoded input and the label PNGs; --video-codec mp4v: MPEG-4 Part 2 (FourCC FMP4), as before."""
+    pytest.importorskip("av")
+    from config.presets import get_preset
+    from tests.test_video_output import decode, psnr
+    from utils.visualize import overlay
+    src = write_mp4(tmp_path / "clip.mp4", 4)
+    out = tmp_path / "out"
+    assert main.main(cli(env, src, "--resume", str(env["ckpt"]), "--output", str(out))) == 0, capsys.readouterr().err
+    codec, pix_fmt, rate, decoded = decode(out / "overlay.mp4")
+    assert (codec, pix_fmt, rate) == ("h264", "yuv420p", 10)
+    palette = get_preset("synthetic").palette
+    inputs = [bgr[:, :, ::-1] for bgr in read_video(src)]
+    labels = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((out / "label").glob("*.png"))]
+    assert len(decoded) == len(inputs) == len(labels) == 4
+    expected = [overlay(np.ascontiguousarray(frame), lab, palette, 0.5) for frame, lab in zip(inputs, labels)]
+    for i, got in enumerate(decoded):
+        # measured 30.2-33.0 dB against its own overlay, at most 22.2 against the others: a random-weight net's
+        # labels have many class edges, whose colours 4:2:0 chroma blurs (the conversion alone: 30.8-34.2 dB)
+        scores = [psnr(got, want) for want in expected]
+        assert scores[i] > 28.0 and int(np.argmax(scores)) == i
+    mp4v = tmp_path / "mp4v"
+    assert main.main(cli(env, src, "--resume", str(env["ckpt"]), "--output", str(mp4v), "--save", "overlay",
+                         "--video-codec", "mp4v")) == 0, capsys.readouterr().err
+    cap = cv2.VideoCapture(str(mp4v / "overlay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little") == b"FMP4"
+    cap.release()
+    assert video_codec_of(mp4v / "overlay.mp4") == ("mpeg4", 10.0, 4)
+
+
+def test_video_codec_without_pyav(env, tmp_path, capsys, monkeypatch):
+    """--video-codec h264 without PyAV: a named error before any work; the default then falls back to mp4v
+    with one note for the whole run (a corpus of two videos here)."""
+    from dataset import video
+    from modes import infer
+    monkeypatch.setattr(video, "h264_available", lambda: False)
+    monkeypatch.setattr(infer, "h264_available", lambda: False)
+    load = infer._load_predictor
+    monkeypatch.setattr(infer, "_load_predictor", lambda *a: pytest.fail("the model was loaded"))
+    src = write_mp4(tmp_path / "clip.mp4", 2)
+    out = tmp_path / "out"
+    rc = main.main(cli(env, src, "--resume", str(env["ckpt"]), "--output", str(out), "--video-codec", "h264"))
+    err = capsys.readouterr().err
+    assert rc == 1 and "error: --video-codec h264: PyAV is not installed" in err and "--video-codec mp4v" in err
+    assert not out.exists()
+    monkeypatch.setattr(infer, "_load_predictor", load)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for stem in ("a", "b"):
+        write_mp4(videos / f"{stem}.mp4", 2)
+    rc = main.main(cli(env, videos, "--resume", str(env["ckpt"]), "--output", str(out), "--save", "overlay"))
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert err.count("note: PyAV is not installed") == 1
+    for stem in ("a", "b"):
+        cap = cv2.VideoCapture(str(out / stem / "overlay.mp4"))
+        assert int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little") == b"FMP4"
+        cap.release()
+
+
+# --- a corpus with videos that cannot be read ---------------------------------------------------------
+def bad_videos(folder: Path) -> dict[str, str]:
+    """Three unreadable videos in ``folder``: random bytes, OpenCV's mp4 cut in half (its index, at the end, is
+    lost: it does not open) and our H.264 mp4 cut in half (its index is first: it opens, announces 10 frames
+    and decodes 4). Returns stem -> the start of its error."""
+    from tests.test_video_corpus import _cut, write_h264
+    (folder / "garbage.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 5000, np.uint8).tobytes())
+    _cut(write_mp4(folder / "half.mp4", 6), 0.5)
+    _cut(write_h264(folder / "stops.mp4", 10), 0.5)
+    return {"garbage": "cannot open video file", "half": "cannot open video file",
+            "stops": "video file {}: decoding stopped after"}
+
+
+def check_failures(out: Path, folder: Path, errors: dict[str, str], err: str, manifest: dict) -> None:
+    entries = {Path(v["video"]).stem: v for v in manifest["videos"]}
+    for stem, start in errors.items():
+        video = folder / f"{stem}.mp4"
+        entry = entries[stem]
+        assert entry["error"].startswith(start.format(video)) and str(video) in entry["error"]
+        assert entry["frames"] == 0 and not entry["skipped"]
+        assert f"error: {video}: {entry['error']}" in err
+        assert not (out / stem).exists()
+    assert not list(out.glob(".*partial"))  # no staging left either
+    assert all(v["error"] is None for s, v in entries.items() if s not in errors)
+
+
+def run_corpus_with_bad_videos(env, tmp_path, capsys) -> tuple[Path, Path, dict[str, str], list[str]]:
+    """a, b and the three bad_videos as a corpus, run once: the good videos complete, the bad ones are listed
+    as failed, the exit code is 1. Returns (videos, out, errors, args)."""
+    videos = make_corpus(tmp_path / "videos", 2)  # b (4 frames), a (3)
+    errors = bad_videos(videos)
+    out = tmp_path / "out"
+    args = cli(env, videos, "--resume", str(env["ckpt"]), "--output", str(out))
+    assert main.main(args) == 1
+    captured = capsys.readouterr()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [Path(v["video"]).stem for v in manifest["videos"]] == ["a", "b", "garbage", "half", "stops"]
+    check_failures(out, videos, errors, captured.err, manifest)
+    for stem in ("a", "b"):  # the good videos are complete
+        assert len(read_video(out / stem / "overlay.mp4")) == CORPUS[stem]
+        assert json.loads((out / stem / "summary.json").read_text())["frames"] == CORPUS[stem]
+    assert manifest["total_frames"] == 7 and "5 videos (2 run, 0 skipped, 3 failed)" in captured.out
+    return videos, out, errors, args
+
+
+def test_corpus_goes_on_past_unreadable_videos(env, tmp_path, capsys):
+    pytest.importorskip("av")
+    videos, out, errors, args = run_corpus_with_bad_videos(env, tmp_path, capsys)
+    # --skip-existing 1 runs the failed videos again (here they fail again) and skips the complete ones
+    assert main.main(args + ["--skip-existing", "1", "--save", "label"]) == 1
+    captured = capsys.readouterr()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [v["skipped"] for v in manifest["videos"]] == [True, True, False, False, False]
+    check_failures(out, videos, errors, captured.err, manifest)
+    assert "5 videos (0 run, 2 skipped, 3 failed)" in captured.out
+
+
+@pytest.mark.slow
+def test_corpus_retries_failed_videos_until_they_complete(env, tmp_path, capsys):
+    pytest.importorskip("av")
+    videos, out, errors, args = run_corpus_with_bad_videos(env, tmp_path, capsys)
+    # once repaired, a failed video completes under --skip-existing 1; the exit code says whether any still fails
+    write_mp4(videos / "garbage.mp4", 2)
+    assert main.main(args + ["--skip-existing", "1"]) == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(v["skipped"], v["frames"]) for v in manifest["videos"]] == [(True, 3), (True, 4), (False, 2),
+                                                                         (False, 0), (False, 0)]
+    del errors["garbage"]
+    check_failures(out, videos, errors, capsys.readouterr().err, manifest)
+    for stem in ("half", "stops"):
+        write_mp4(videos / f"{stem}.mp4", 2)
+    assert main.main(args + ["--skip-existing", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [v["error"] for v in manifest["videos"]] == [None] * 5 and manifest["total_frames"] == 13
+    capsys.readouterr()
+    # a video that completed once and then fails keeps its old folder, but its errored entry is not complete
+    (videos / "a.mp4").write_bytes(b"no longer a video" * 100)
+    assert main.main(args) == 1
+    assert (out / "a" / "summary.json").is_file()
+    assert main.main(args + ["--skip-existing", "1"]) == 1
+    entry = json.loads((out / "manifest.json").read_text())["videos"][0]
+    assert not entry["skipped"] and entry["error"].startswith("cannot open video file")
+    assert f"skipped {videos / 'a.mp4'}" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["garbage", "stops"])
+def test_single_video_that_cannot_be_read_is_an_error(env, tmp_path, capsys, monkeypatch, bad):
+    """One unreadable video fails at once, before the model loads; one that stops decoding early fails at its
+    end; neither leaves output."""
+    pytest.importorskip("av")
+    from modes import infer
+    folder = tmp_path / "in"
+    folder.mkdir()
+    expected = bad_videos(folder)[bad].format(folder / f"{bad}.mp4")
+    if bad == "garbage":
+        monkeypatch.setattr(infer, "_load_predictor", lambda *a: pytest.fail("the model was loaded"))
+    out = tmp_path / "out"
+    rc = main.main(cli(env, folder / f"{bad}.mp4", "--resume", str(env["ckpt"]), "--output", str(out)))
+    err = capsys.readouterr().err
+    assert rc == 1 and f"error: {expected}" in err and str(folder / f"{bad}.mp4") in err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.slow
+def test_corpus_two_processes_with_an_unreadable_video(env, tmp_path):
+    """torchrun, 2 ranks: the rank that gets the unreadable video reports it; rank 0's manifest holds its
+    error; both ranks exit 1 and the good videos are complete."""
+    from tests.test_distributed_eval import REPO, free_port
+    videos = make_corpus(tmp_path / "videos", 3)
+    (videos / "garbage.mp4").write_bytes(np.random.default_rng(2).integers(0, 256, 5000, np.uint8).tobytes())
+    torchrun = Path(sys.executable).parent / "torchrun"
+    out = tmp_path / "out"
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           "main.py", *cli(env, videos, "--resume", str(env["ckpt"]), "--save", "label", "--output", str(out))]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and [Path(v["video"]).stem for v in manifest["videos"]] == [
+        "a", "b", "c10", "garbage"]
+    entry = manifest["videos"][3]
+    assert entry["frames"] == 0 and entry["error"].startswith(f"cannot open video file {videos / 'garbage.mp4'}")
+    assert f"error: {videos / 'garbage.mp4'}: cannot open video file" in proc.stderr
+    assert [v["error"] for v in manifest["videos"][:3]] == [None] * 3
+    assert manifest["total_frames"] == CORPUS["a"] + CORPUS["b"] + CORPUS["c10"] and not (out / "garbage").exists()

@@ -133,3 +133,82 @@ def test_unique_stems():
     assert unique_stems(["x/a.mp4", "y/a.mp4", "z/a.mkv"]) == ["a", "a-2", "a-3"]
     assert unique_stems(["x/a.mp4", "y/a.mp4", "a-2.avi"]) == ["a", "a-3", "a-2"]
     assert unique_stems(["x/Drive.mp4", "y/drive.mov"]) == ["Drive", "drive-2"]
+
+
+# --- unreadable and truncated videos ------------------------------------------------------------------
+def _cut(path, fraction, to=None):
+    """``path`` cut to ``fraction`` of its bytes (into ``to``, default in place)."""
+    data = path.read_bytes()
+    target = to or path
+    target.write_bytes(data[:int(len(data) * fraction)])
+    return target
+
+
+def write_h264(path, frames, size=(64, 96)):
+    """An H.264 MP4 with its index first (the project's writer), so that a cut file still opens."""
+    from dataset.video import VideoWriter
+    y, x = np.mgrid[0:size[0], 0:size[1]]
+    with VideoWriter(path, fps=10.0, codec="h264") as writer:
+        for t in range(frames):  # a moving pattern, so that every frame costs bits
+            writer.write(np.stack([(x * 7 + t * 29) % 256, (y * 5 + t * 13) % 256, (x * y + t) % 256],
+                                  -1).astype(np.uint8))
+    return path
+
+
+def test_truncated_files_fail_at_open_or_when_decoding_stops(tmp_path):
+    """A file cut in half fails: OpenCV's mp4 keeps its index (moov) at the end, so the cut file does not open;
+    ours keeps it first, so the cut file opens, announces every frame and decodes only the first ones."""
+    from dataset.video import missing_frames_allowed, open_frames
+    from utils.errors import UserError
+    half = _cut(_write_mp4(tmp_path / "half.mp4", 7), 0.5)
+    with pytest.raises(UserError, match="cannot open video file .*half.mp4"):
+        open_frames(half)
+    with pytest.raises(UserError, match="half.mp4"):
+        frame_count(half)
+    pytest.importorskip("av")
+    whole = write_h264(tmp_path / "whole.mp4", 10)
+    stops = _cut(whole, 0.5, to=tmp_path / "stops.mp4")
+    assert len(list(open_frames(whole))) == 10
+    source = open_frames(stops)
+    assert source.num_frames == 10 == frame_count(stops)  # the container still announces 10
+    decoded = []
+    with pytest.raises(UserError, match=r"stops.mp4: decoding stopped after 4 of the 10 frames"):
+        for name, frame in source:
+            decoded.append(name)
+    assert decoded == [f"stops_{i:06d}" for i in range(4)]  # what it could decode, in order
+    assert [missing_frames_allowed(n) for n in (1, 40, 199, 200, 1000)] == [2, 2, 2, 2, 10]
+    # the boundary: a container that announces 2 frames more than a 7-frame file decodes is still read whole
+    from dataset.video import FrameSource
+    seven = str(_write_mp4(tmp_path / "seven.mp4", 7))
+    assert len(list(FrameSource("video", seven, 10.0, (32, 48), 9, stem="seven"))) == 7
+    with pytest.raises(UserError, match="decoding stopped after 7 of the 10 frames"):
+        list(FrameSource("video", seven, 10.0, (32, 48), 10, stem="seven"))
+
+
+def test_shard_counts_give_unreadable_videos_zero(tmp_path):
+    from dataset.video_corpus import shard_counts
+    good = _write_mp4(tmp_path / "good.mp4", 5)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    half = _cut(_write_mp4(tmp_path / "half.mp4", 7), 0.5)
+    assert shard_counts([good, garbage, half, tmp_path / "gone.mp4"]) == [5, 0, 0, 0]
+    assert shard_by_frames([5, 0, 0, 0], 2) == [[0], [1, 2, 3]]  # they still get a rank, which reports them
+
+
+def test_manifest_entries_and_failed_videos(tmp_path):
+    from dataset.video_corpus import MANIFEST_NAME, failed_videos, manifest
+    rows = [[3, 1, 0.5, 0, 0], [0, 0, 0.0, 0, 1], [4, 2, 0.0, 1, 0]]
+    info = manifest("videos", 2, ["v/a.mp4", "v/b.mp4", "v/c.mp4"], ["o/a", "o/b", "o/c"], rows,
+                    {1: "cannot open video file v/b.mp4"})
+    assert info["input"] == "videos" and info["world_size"] == 2 and info["total_frames"] == 7
+    assert info["videos"][1] == {"video": "v/b.mp4", "output": "o/b", "frames": 0, "num_keyframes": 0,
+                                 "seconds": 0.0, "skipped": False, "rank": 1,
+                                 "error": "cannot open video file v/b.mp4"}
+    assert [v["error"] for v in info["videos"]] == [None, "cannot open video file v/b.mp4", None]
+    assert [v["skipped"] for v in info["videos"]] == [False, False, True]
+    assert failed_videos(tmp_path) == set()  # no manifest yet
+    (tmp_path / MANIFEST_NAME).write_text("{not json")
+    assert failed_videos(tmp_path) == set()
+    import json
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(info))
+    assert failed_videos(tmp_path) == {"v/b.mp4"}
