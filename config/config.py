@@ -75,6 +75,11 @@ class Config:
     eval_single: bool = _f(True, "Also evaluate distance 0 (keyframe only).")
     dense_labels: bool = _f(False, "Synthetic only: train on every frame, labelled from the generator's per-frame "
                                    "labels (evaluation still scores the annotated frames only).")
+    pseudo_labels: bool = _f(False, "Label-free: the frozen keyframe net is the teacher (docs/training.md#label-free-"
+                                    "training). Training: every frame with k predecessors (clip folders; no mask/ "
+                                    "needed) is a sample, its CE target the keyframe net's prediction at --key-scale, "
+                                    "computed once and cached in the run folder. --evaluate: scores AGREEMENT with the "
+                                    "keyframe net on every scored frame, not accuracy.")
     crop_height: int = _f(0, "Training crop height. 0 = 3/4 of the dataset frame height (768 on Cityscapes; "
                              "folder/vspw: of the smallest training frame, rounded).")
     crop_width: int = _f(0, "Training crop width. 0 = 3/4 of the dataset frame width (1536 on Cityscapes; "
@@ -240,6 +245,9 @@ def validate(cfg: Config) -> None:
         raise SystemExit("error: --inference 1 needs --input (a video file, an image folder, a camera id, or val/test)")
     if cfg.cache_keyframes and cfg.use_crop:
         raise SystemExit("error: --cache-keyframes 1 needs --use-crop 0 (random crops change the keyframe logits)")
+    if cfg.pseudo_labels and (cfg.train_segnet or cfg.backend != "pytorch"):
+        raise SystemExit("error: --pseudo-labels 1 distils the PyTorch keyframe net into the propagation modules: "
+                         "not with --train-segnet 1 or --backend onnxruntime")
     if any(s <= 0 for s in cfg.train_scales):
         raise SystemExit("error: --train-scales must be positive")
     if cfg.key_interval < 1:

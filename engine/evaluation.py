@@ -5,6 +5,8 @@ keyframe net segments frame GT−k at ``--eval-scale``, the prediction is propag
 (``--fusion gsv`` = GSVNet, ``warp`` / ``copy`` = the baselines), and the result at GT is upsampled
 to the label's own resolution and scored. One int64 confusion matrix per k, summed over ranks;
 ``utils.metrics.summarize`` turns them into per-distance mIoU/IoU and avg/min mIoU per interval.
+With ``--pseudo-labels 1`` the reference is the keyframe net's own prediction of the scored frame instead of
+the ground truth (engine/pseudo_labels.py): agreement, not accuracy.
 
 Distributed: each rank evaluates its own contiguous block of samples (``shard_indices``: nothing
 padded or duplicated, unlike DistributedSampler), then the matrices are all-reduced once; every rank
@@ -26,6 +28,7 @@ from config.config import Config
 from config.dataset_preset import DatasetPreset
 from dataset.build import build_dataset, check_distances
 from engine import distributed as dist
+from engine.pseudo_labels import frame_sample_datasets, with_teacher_targets
 from engine.runs import data_root
 from engine.save_results import PredictionWriter
 from models.labels import logits_to_labels
@@ -56,12 +59,15 @@ def eval_distances(cfg: Config) -> list[int]:
 def eval_datasets(cfg: Config, preset: DatasetPreset, distances: list[int],
                   purpose: str = "evaluate") -> dict[int, Dataset]:
     """One labelled clip dataset per distance of the split for ``purpose`` (see eval_split), cut to
-    --max-eval-samples (0 = all)."""
+    --max-eval-samples (0 = all). --pseudo-labels 1: the label-free samples (engine/pseudo_labels.py: every
+    frame with k predecessors on clip folders), no label read; evaluate_model adds the teacher's."""
     root, split = data_root(cfg, preset), eval_split(preset, purpose)
     check_distances(preset, root, distances, "--eval-multi-step")
+    if cfg.pseudo_labels:
+        unlabelled = frame_sample_datasets(cfg, preset, split, distances, flag="--eval-multi-step")
     out: dict[int, Dataset] = {}
     for k in distances:
-        ds = build_dataset(preset, split, k, root=root, with_label=True)
+        ds = unlabelled[k] if cfg.pseudo_labels else build_dataset(preset, split, k, root=root, with_label=True)
         if cfg.max_eval_samples > 0 and len(ds) > cfg.max_eval_samples:
             ds = Subset(ds, range(cfg.max_eval_samples))
         out[k] = ds
@@ -140,11 +146,16 @@ def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distanc
     distances: the k to evaluate; key_scale: keyframe input scale; fusion: gsv | warp | copy.
     purpose: "evaluate" (--evaluate) or "select" (validation during training; see eval_split).
     save_dir: if given, every evaluated prediction is written there (``PredictionWriter`` layout;
-    with ``cfg.save_seq_res`` also every frame of each clip). Collective in distributed runs: all
-    ranks must call it. Returns the metrics.json dict (docs/evaluation.md#outputs), identical on every rank.
+    with ``cfg.save_seq_res`` also every frame of each clip). ``cfg.pseudo_labels``: the keyframe net's labels
+    of each scored frame at ``key_scale`` (the run's teacher cache) replace the ground truth, so the mIoU is
+    agreement with the keyframe net; metrics["reference"] says which ("teacher" or "ground_truth").
+    Collective in distributed runs: all ranks must call it. Returns the metrics.json dict
+    (docs/evaluation.md#outputs), identical on every rank.
     """
     net = getattr(model, "module", model)
     datasets = eval_datasets(cfg, preset, distances, purpose)
+    if cfg.pseudo_labels:  # the reference: the keyframe net's own labels of each scored frame at key_scale
+        datasets = with_teacher_targets(net, cfg, datasets, device, scale=key_scale, progress=progress)
     rank, world = dist.rank(), dist.world_size()
     batch = max(1, cfg.batch_size // world)
     writer = PredictionWriter(save_dir, preset) if save_dir is not None else None
@@ -174,5 +185,6 @@ def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distanc
     dist.all_reduce_sum(counts)
     metrics = summarize({k: cm.cpu() for k, cm in cms.items()}, preset.class_names)
     metrics.update(num_samples={str(k): int(n) for k, n in zip(distances, counts)}, fusion=fusion,
-                   key_scale=key_scale, split=eval_split(preset, purpose), dataset=preset.name)
+                   key_scale=key_scale, split=eval_split(preset, purpose), dataset=preset.name,
+                   reference="teacher" if cfg.pseudo_labels else "ground_truth")
     return metrics

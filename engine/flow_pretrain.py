@@ -1,7 +1,8 @@
 """Demo shortcut (docs/deviations.md#demo-shortcuts; docs/training.md#flow-pre-training): pre-train the flow net on a target flow before end-to-end training.
 
 ``--pretrain-flow dis``: target = OpenCV DIS optical flow computed on the fly (in the DataLoader
-workers) on the augmented training clips, backward: ``calc(current, previous)`` so that
+workers) on the augmented training clips (no labels needed: on clip folders every frame with k predecessors,
+so unlabelled clips too), backward: ``calc(current, previous)`` so that
 current(p) ≈ previous(p + flow(p)), the convention of ``models.warp.warp`` (``dis_target_flow``).
 ``--pretrain-flow true``: target = the synthetic generator's saved true backward flow
 (``extras/{split}/{city}/{stem}_flow.npy``, H×W×2, same convention, with ``_valid.png`` masks), on
@@ -29,6 +30,7 @@ from dataset.build import build_dataset
 from dataset.cityscapes import clip_frame_names
 from dataset.synthetic import extras_paths, read_marker
 from engine import distributed as dist
+from engine.pseudo_labels import EVERY_FRAME_KINDS
 from engine.runs import data_root, run_dir
 from utils.optical_flow import DIS_PRESET, dis_flow, to_gray
 
@@ -114,9 +116,10 @@ def flow_pairs_loader(ctx) -> DataLoader:
     if cfg.pretrain_flow == "true":
         # every consecutive pair of every snippet once (clips of 2 frames ending at each frame)
         base = build_dataset(preset, "train", 1, root=root, dense=True)
-    else:
+    else:  # the flow needs no labels: on clip folders every frame with k predecessors, masks or not
         base = build_dataset(preset, "train", max(int(k) for k in cfg.multi_step), root=root,
-                             transform=train_transform(cfg, preset), with_label=False)
+                             transform=train_transform(cfg, preset), with_label=False,
+                             labelled_only=preset.kind not in EVERY_FRAME_KINDS)
     ds = FlowPairs(base, cfg.pretrain_flow, root)
     sampler = DistributedSampler(ds, shuffle=True, seed=max(cfg.seed, 0)) if dist.is_dist() else RandomSampler(ds)
     return DataLoader(ds, batch_size=max(1, cfg.batch_size // dist.world_size()), sampler=sampler,

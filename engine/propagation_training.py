@@ -12,6 +12,11 @@ Optimizer: SGD (Nesterov, momentum 0.9, weight decay on all groups) over the gro
 frozen ideal-delay kernels are not in it. ``StepLR(--step-scheduler, --lr-gamma)`` steps every
 iteration. ``--epoch`` is the total number of epochs: a resumed run continues up to it.
 
+``--pseudo-labels 1`` (engine/pseudo_labels.py): no labels; every frame with k predecessors is a sample whose
+CE target is the keyframe net's prediction of it and whose KL target its logits, both from the teacher cache
+filled once before the first epoch (engine/teacher_cache.py) and cropped with the frames; validation scores
+agreement with the keyframe net.
+
 ``--time-budget S`` (engine.training.TimeBudget, shared with the keyframe-net stage): an epoch
 ends after the iteration in which the training time reaches S seconds; modes/train.py then validates,
 saves and stops.
@@ -39,9 +44,10 @@ from engine.evaluation import eval_datasets, eval_distances, evaluate_model
 from engine.keyframe_cache import KeyframeCache, clip_keys
 from engine.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
 from engine.model_builder import build_model
+from engine.pseudo_labels import frame_sample_datasets, with_teacher_targets
 from engine.runs import preset_of, resolve_resume, run_dir, summary_dir
 from engine.training import (LOG_EVERY, TimeBudget, TrainState, batch_schedule, build_train_loaders, loader_limit,
-                             next_batch, set_train_mode, set_trainable, wrap_ddp)
+                             next_batch, set_train_mode, set_trainable, train_transform, wrap_ddp)
 from models.checkpoints import FORMAT, gsvnet_checkpoint
 from models.gsvnet import GSVNet, lowres_size
 from models.labels import logits_to_labels
@@ -113,16 +119,20 @@ def restore_training_state(parts: dict | None, path: Path | None, ctx: TrainCont
 
 def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tuple:
     """(keyframe logits or None, distillation teacher or None) from the frozen keyframe net, cached
-    per clip with --cache-keyframes 1."""
+    per clip with --cache-keyframes 1. With --pseudo-labels 1 the teacher comes with the batch (the
+    teacher cache's logits, cropped like the frames: engine/pseudo_labels.py)."""
     cfg, model = ctx.cfg, ctx.model
+    teacher = batch.get("teacher")
+    teacher = teacher.to(ctx.device, non_blocking=True) if teacher is not None else None
+    key = None
     with torch.no_grad(), autocast(ctx.device, cfg.amp):
-        if ctx.cache is None:
-            return None, model.segnet_logits(frames[:, -1], cfg.key_scale) if cfg.distil else None
-        key_ids, last_ids = clip_keys(batch["name"], frames.shape[1] - 1)
-        raw = ctx.cache.get(key_ids, frames[:, 0], lambda x: model.segnet_logits(x, cfg.key_scale))
-        key = resize(raw, lowres_size(*frames.shape[-2:]))
-        teacher = (ctx.cache.get(last_ids, frames[:, -1], lambda x: model.segnet_logits(x, cfg.key_scale))
-                   if cfg.distil else None)
+        if ctx.cache is not None:
+            key_ids, last_ids = clip_keys(batch["name"], frames.shape[1] - 1)
+            raw = ctx.cache.get(key_ids, frames[:, 0], lambda x: model.segnet_logits(x, cfg.key_scale))
+            key = resize(raw, lowres_size(*frames.shape[-2:]))
+        if teacher is None and cfg.distil:
+            teacher = (ctx.cache.get(last_ids, frames[:, -1], lambda x: model.segnet_logits(x, cfg.key_scale))
+                       if ctx.cache is not None else model.segnet_logits(frames[:, -1], cfg.key_scale))
     return key, teacher
 
 
@@ -224,7 +234,8 @@ def evaluate_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> float | 
         write_json(run_dir(cfg) / "metrics.json", dict(metrics, epoch=epoch))
         shown = ", ".join(f"k={k}: {v['miou']:.1f}" for k, v in metrics["per_distance"].items()
                           if v["miou"] is not None)
-        print(f"epoch {epoch}: val mIoU {shown} | avg {score if score is None else f'{score:.2f}'}")
+        what = "agreement with the keyframe net (mIoU)" if cfg.pseudo_labels else "mIoU"
+        print(f"epoch {epoch}: val {what} {shown} | avg {score if score is None else f'{score:.2f}'}")
     return score
 
 
@@ -244,9 +255,21 @@ def save_checkpoints(ctx: TrainContext, state: TrainState, current: float | None
         save_atomic(ckpt, folder / "model_best.pth.tar")
 
 
+def label_free_loaders(cfg: Config, preset: DatasetPreset, model: GSVNet, datasets: dict, device: torch.device) -> dict:
+    """--pseudo-labels 1: the teacher pass over every target frame, then loaders whose batches carry the
+    cached teacher labels (and logits, with --distil 1) augmented with the frames."""
+    targets = with_teacher_targets(model, cfg, datasets, device, scale=cfg.key_scale,
+                                   transform=train_transform(cfg, preset), with_logits=cfg.distil)
+    return build_train_loaders(cfg, preset, sorted(datasets), device, datasets=targets)
+
+
 def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, TrainState, Path | None]:
     preset = preset_of(cfg)
-    loaders = build_train_loaders(cfg, preset, sorted({int(k) for k in cfg.multi_step}), device)
+    distances = sorted({int(k) for k in cfg.multi_step})
+    if cfg.pseudo_labels:  # samples without labels; their targets need the model (label_free_loaders)
+        unlabelled = frame_sample_datasets(cfg, preset, "train", distances, dense=cfg.dense_labels)
+    else:
+        loaders = build_train_loaders(cfg, preset, distances, device)
     eval_datasets(cfg, preset, eval_distances(cfg), "select")  # a missing validation split fails now, not after an epoch
     resume = resolve_resume(cfg)
     seed_everything(cfg.seed)  # same initialisation on every rank
@@ -254,6 +277,8 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
     if cfg.gsv_init == "skip" and resume is None:
         model.gsv.favour_skip()
     model.to_channels_last()
+    if cfg.pseudo_labels:
+        loaders = label_free_loaders(cfg, preset, model, unlabelled, device)
     seed_everything(cfg.seed, dist.rank())  # different augmentation per rank
     set_trainable(model, cfg)
     train_model = GSVNet(model.segnet, wrap_ddp(model.flow_net, device), wrap_ddp(model.gsv, device),

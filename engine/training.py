@@ -52,14 +52,16 @@ def train_transform(cfg: Config, preset: DatasetPreset) -> ClipTransform | None:
 
 
 def build_train_loaders(cfg: Config, preset: DatasetPreset, distances: list[int],
-                        device: torch.device) -> dict[int, DataLoader]:
-    """One shuffled loader per distance; per-process batch = --batch-size // world size."""
+                        device: torch.device, datasets: dict | None = None) -> dict[int, DataLoader]:
+    """One shuffled loader per distance; per-process batch = --batch-size // world size. datasets: the
+    training dataset of each distance if already built (label-free training), else the preset's."""
     batch = max(1, cfg.batch_size // dist.world_size())
     check_distances(preset, data_root(cfg, preset), distances, "--multi-step")
     loaders = {}
     for k in distances:
-        ds = build_dataset(preset, "train", k, root=data_root(cfg, preset), transform=train_transform(cfg, preset),
-                           dense=cfg.dense_labels)
+        ds = datasets[k] if datasets is not None else build_dataset(
+            preset, "train", k, root=data_root(cfg, preset), transform=train_transform(cfg, preset),
+            dense=cfg.dense_labels)
         sampler = (DistributedSampler(ds, shuffle=True, seed=max(cfg.seed, 0)) if dist.is_dist()
                    else RandomSampler(ds))
         loaders[k] = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=cfg.num_worker,

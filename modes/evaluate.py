@@ -43,8 +43,11 @@ def _shared_timestamp() -> str:
 def _describe(cfg: Config, metrics: dict, resume: Path | None) -> str:
     samples = ", ".join(f"k={k}: {n}" for k, n in metrics["num_samples"].items())
     mode = "keyframe net only" if cfg.keyframe_only else f"fusion={metrics['fusion']}"
+    reference = ("\nreference: the keyframe net's own prediction of each scored frame (--pseudo-labels 1): the "
+                 "mIoU below is AGREEMENT with the keyframe net, not accuracy"
+                 if metrics.get("reference") == "teacher" else "")
     return (f"{cfg.dataset} {metrics['split']} | {cfg.segnet} + {cfg.optical_flow_network} flow | {mode} | "
-            f"key scale {metrics['key_scale']} | checkpoint: {resume or 'none'}\nsamples: {samples}")
+            f"key scale {metrics['key_scale']} | checkpoint: {resume or 'none'}\nsamples: {samples}{reference}")
 
 
 def _measure(model, cfg: Config, preset, device, distances: list[int], save_dir) -> dict:
