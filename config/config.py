@@ -54,7 +54,8 @@ class Config:
                                  "(--evaluate and --inference use --eval-scale).")
     eval_scale: float = _f(0.75, "Keyframe input scale of --evaluate and --inference (derivative's flag; "
                                   "0.75 = the official H//4*3).")
-    key_interval: int = _f(3, "Keyframe interval l for --inference and the streaming predictor.")
+    key_interval: int = _f(3, "Keyframe interval l for --inference, the streaming predictor and the whole-clip "
+                              "consistency pass of --evaluate (TC, mVC: keyframes at frames 0, l, 2l, ... of each clip).")
     keyframe_policy: str = _f("fixed", "Keyframe schedule of --inference: 'fixed' (every --key-interval frames, the "
                                        "paper's protocol) or 'adaptive' (also an extra keyframe when the 1/8 images "
                                        "say the scene changed). --evaluate always uses 'fixed'.",
