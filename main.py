@@ -11,7 +11,6 @@ Run `python main.py --help` for every flag.
 """
 from __future__ import annotations
 
-import gc
 import importlib
 import sys
 
@@ -47,8 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    # The mode has finished and closed its files: skip the interpreter's last collections over every object
-    # torch and numba made (~0.5 s of a short run's exit on a 2-core EPYC); the OS takes the memory back.
-    gc.freeze()
-    sys.exit(code)
+    sys.exit(main())
