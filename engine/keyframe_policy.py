@@ -60,8 +60,15 @@ snippets of 100 frames of seed 1 (256×512; the demo's data are seed 0) spliced 
   never two within 80 frames; extra keyframes per isolated flash 1.3–1.4 / 1.2; keyframes per frame at
   l = 3: 0.367 against the fixed 0.338 (bikes, which includes the flash and strobe clips).
 
-Held-out figures (bigbuckbunny.mp4 + carphone_pristine.mp4, synthetic seed 2; built after the
-policy was frozen, reported without retuning): HELD_OUT_PLACEHOLDER
+Held-out figures (built after the policy was frozen, reported without retuning; the same clip kinds
+and counting): bigbuckbunny.mp4 and carphone_pristine.mp4 in halves spliced alternately (640×360 and
+320×180), 8 synthetic snippets of seed 2. Real / synthetic: cuts keyed on their first frame or the
+next 100 % / 100 % (l = 3 and 20, both sizes); fades re-keyed at l = 20 where the schedule does not
+100 % (28 of 28) / 89 % (50 of 56) at 512×256 and 96 % (54 of 56) at 320×180; keyframes added on uncut
+clips per 80 frames 0 / 0.06 (l = 20; 0 / 0 at l = 3), never two within 80 frames; extra keyframes per
+isolated flash 1.3 / 1.2; keyframes per frame at l = 3 0.367 / 0.366 against the fixed 0.337 / 0.336;
+the adaptive/fixed ratio never above 2 (strobe clips 1.5–1.7). ``python -m tools.cut_experiment``
+prints both sets side by side (results/cuts.md, section (c)).
 
 Cost at 1024×2048 (1/8 grid 128×256, sampled every 2nd row and column) on the project's 2-core CPU:
 0.44 ms per score interleaved with predictor steps (0.15 ms warm in a loop) vs 16.8 ms for a
