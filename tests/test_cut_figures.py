@@ -1,6 +1,6 @@
 """The cut experiment's policy figures (tools/cut_figures.py) and footage clips (tools/cut_footage.py) on clips of
 flat colours, whose scene scores are exactly 0 (same colour) or 1 (another colour: disjoint histograms), so every
-count is worked out by hand."""
+count is worked out by hand; the in-memory synthetic snippets against the generator's PNGs."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,8 @@ import pytest
 
 from models.gsvnet import GSVNet
 from tools.cut_figures import ScoredClip, _window_max, footage_figures, policy_lines, stream_figures
-from tools.cut_footage import Clip, cross_fade, splice_clips
+from dataset.video import read_rgb
+from tools.cut_footage import Clip, cross_fade, splice_clips, synthetic_snippets
 
 
 def flat(value: int, frames: int) -> list[np.ndarray]:
@@ -81,3 +82,14 @@ def test_window_max_and_splice_clips():
     assert fade.fades == (14,) and len(fade.frames) == 44
     assert flash.flashes == (12,) and flash.frames[12][0, 0, 0] == round(10 + 0.7 * 245)
     assert clips[-4].cuts == (30,) and clips[-4].frames[30][0, 0, 0] == 10          # the last shot wraps to the first
+
+
+def test_synthetic_snippets_equal_the_generators_frames(synthetic_data):
+    """Rendered in memory, the frames equal the PNGs `dataset.synthetic.generate` writes (same seed, snippet,
+    size), byte for byte."""
+    data = synthetic_data(num_val=1, num_frames=6, gt_index=4)
+    paths = sorted((data / "leftImg8bit_sequence" / "val").glob("*/*_leftImg8bit.png"))
+    rendered = synthetic_snippets(0, count=1, frames=6, size=(64, 128))
+    assert len(paths) == 6 and len(rendered) == 1
+    for path, frame in zip(paths, rendered[0]):
+        np.testing.assert_array_equal(read_rgb(path), frame)

