@@ -70,26 +70,28 @@ def metrics_of(logs: str, checkname: str, folder: str) -> dict:
     return json.loads(path.read_text())
 
 
-def budget_flags(plan: Plan, stage: str) -> list[str]:
+def budget_flags(plan: Plan, stage: str, slowdown: float = 1.0) -> list[str]:
     """--time-budget of a training stage, and for the propagation stages the flow pre-training iterations
-    cut by the same fraction (tools/demo_budget.py); nothing when the whole recipe fits."""
+    cut by the same fraction (tools/demo_budget.py); nothing when the whole recipe fits. slowdown (--slowdown):
+    the plan is for a machine that many times slower, so this one gets the budget / slowdown, i.e. the same
+    number of iterations that machine would run."""
     if not plan.scaled:
         return []
-    flags = ["--time-budget", f"{plan.budgets[stage]:g}"]
+    flags = ["--time-budget", f"{round(plan.budgets[stage] / slowdown, 1):g}"]
     if stage != "train keyframe net":
         flags += ["--pretrain-flow-iters", str(max(50, round(FLOW_PRETRAIN_ITERS * plan.fraction)))]
     return flags
 
 
-def train_all(data: str, logs: str, plan: Plan) -> tuple[str, str, str]:
+def train_all(data: str, logs: str, plan: Plan, slowdown: float = 1.0) -> tuple[str, str, str]:
     base = common_args(data, logs)
     run_stage("train keyframe net", base + ["--train-segnet", "1", "--checkname", "demo_segnet"] + SEGNET_ARGS
-              + budget_flags(plan, "train keyframe net"))
+              + budget_flags(plan, "train keyframe net", slowdown))
     segnet = str(Path(logs) / "run" / "synthetic" / "swiftnet_demo_segnet" / "segnet_best.pt")
     gsv = base + ["--segnet-weights", segnet] + GSVNET_ARGS
-    run_stage("train GSVNet", gsv + ["--checkname", "demo"] + budget_flags(plan, "train GSVNet"))
+    run_stage("train GSVNet", gsv + ["--checkname", "demo"] + budget_flags(plan, "train GSVNet", slowdown))
     run_stage("train GSVNet without intra", gsv + ["--checkname", "demo_nointra", "--intra", "0"]
-              + budget_flags(plan, "train GSVNet without intra"))
+              + budget_flags(plan, "train GSVNet without intra", slowdown))
     run_dir = Path(logs) / "run" / "synthetic"
     return segnet, str(run_dir / "swiftnet_demo" / "model_best.pth.tar"), \
         str(run_dir / "swiftnet_demo_nointra" / "model_best.pth.tar")
@@ -128,8 +130,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--logs", default="logs", help="--log-folder of every stage")
     p.add_argument("--out", default="results", help="where demo.md, the plot, the strip and the video go")
     p.add_argument("--slowdown", type=float, default=1.0,
-                   help="pretend this CPU is this many times slower when planning the training budget (to try "
-                        "the scaled recipe a slow machine gets); 1 = plan from the measured speed")
+                   help="plan the training budget for a CPU this many times slower than this one (with "
+                        "GSVNET_NO_BF16=1: also without native bf16) and run the iterations that CPU would get, "
+                        "to try the scaled recipe here; 1 = plan from the measured speed")
     return p.parse_args(argv)
 
 
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     plan = plan_budget(args.data, args.slowdown)
     ensure_dataset(args.data)
-    segnet, best, best_nointra = train_all(args.data, args.logs, plan)
+    segnet, best, best_nointra = train_all(args.data, args.logs, plan, args.slowdown)
     results = evaluate_all(args.data, args.logs, segnet, {"demo": best, "demo_nointra": best_nointra})
     mark = time.perf_counter()
     bench = benchmark_demo(args.data, segnet, best, args.out)
