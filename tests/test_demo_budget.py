@@ -29,6 +29,8 @@ def test_reference_cpu_is_scaled_to_the_target_by_hand():
     # --slowdown 2 plans for a CPU twice as slow and gives this one the iterations that CPU would run
     flags = budget_flags(plan, "train GSVNet", slowdown=2.0)
     assert float(flags[1]) == pytest.approx(plan.budgets["train GSVNet"] / 2, abs=0.051)
+    whole = B.plan(probed, generate=True, whole_recipe=True)
+    assert not whole.scaled and whole.estimate_s == pytest.approx(fixed + 338 + 206 + 185)
 
 
 def test_slow_cpu_cuts_training_by_one_fraction_to_hit_the_target():

@@ -133,16 +133,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="plan the training budget for a CPU this many times slower than this one (with "
                         "GSVNET_NO_BF16=1: also without native bf16) and run the iterations that CPU would get, "
                         "to try the scaled recipe here; 1 = plan from the measured speed")
+    p.add_argument("--whole-recipe", action="store_true",
+                   help="train with the whole recipe whatever this CPU's speed (no time budget; may take longer "
+                        "than 10 minutes)")
     return p.parse_args(argv)
 
 
-def plan_budget(data: str, slowdown: float) -> Plan:
+def plan_budget(data: str, slowdown: float, whole_recipe: bool = False) -> Plan:
     """Time the probe, plan the training budget (tools/demo_budget.py) and print what it scales."""
     from dataset.synthetic import dataset_matches
     start = time.perf_counter()
     probed = {k: v * slowdown for k, v in probe().items()}
     STAGE_SECONDS["speed probe"] = time.perf_counter() - start
-    plan = make_plan(probed, generate=not dataset_matches(data, num_train=NUM_TRAIN, num_val=NUM_VAL))
+    plan = make_plan(probed, generate=not dataset_matches(data, num_train=NUM_TRAIN, num_val=NUM_VAL),
+                     whole_recipe=whole_recipe)
     print("\n=== demo: training budget\n" + "\n".join(describe(plan)), flush=True)
     return plan
 
@@ -151,7 +155,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tools.demo_report import benchmark_demo, dump_video, write_report
     start = time.perf_counter()
-    plan = plan_budget(args.data, args.slowdown)
+    plan = plan_budget(args.data, args.slowdown, args.whole_recipe)
     ensure_dataset(args.data)
     segnet, best, best_nointra = train_all(args.data, args.logs, plan, args.slowdown)
     results = evaluate_all(args.data, args.logs, segnet, {"demo": best, "demo_nointra": best_nointra})

@@ -96,14 +96,15 @@ def probe(steps: int = 3) -> dict[str, float]:
     return result
 
 
-def plan(probed: dict[str, float], generate: bool) -> Plan:
-    """The budgets that keep the estimated demo time within TARGET_SECONDS (module docstring)."""
+def plan(probed: dict[str, float], generate: bool, whole_recipe: bool = False) -> Plan:
+    """The budgets that keep the estimated demo time within TARGET_SECONDS (module docstring); whole_recipe:
+    no budget whatever the estimate (the demo's --whole-recipe)."""
     factors = {k: probed[k] / REFERENCE_PROBE[k] for k in ("amp", "fp32")}
     estimate = {s: t * factors["amp" if s in AMP_STAGES else "fp32"] for s, t in REFERENCE_STAGES.items()
                 if generate or s != "generate data"}
     training = sum(estimate[s] for s in TRAINING_STAGES)
     fixed = sum(estimate.values()) - training + sum(probed.values())
-    fraction = min(1.0, max(MIN_FRACTION, (TARGET_SECONDS - fixed) / training))
+    fraction = 1.0 if whole_recipe else min(1.0, max(MIN_FRACTION, (TARGET_SECONDS - fixed) / training))
     budgets = {s: (round(estimate[s] * fraction, 1) if fraction < 1.0 else None) for s in TRAINING_STAGES}
     return Plan(fraction, budgets, fixed + training * fraction, factors)
 
