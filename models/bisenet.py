@@ -60,13 +60,9 @@ class ContextPath(nn.Module):
             self.add_module(name, getattr(resnet, name))
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """x: B×3×H×W -> [64@1/4, 128@1/8, 256@1/16, 512@1/32]."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        stages = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            stages.append(x)
-        return stages
+        """x: B×3×H×W -> [64@1/4, 128@1/8, 256@1/16, 512@1/32]: the trunk's own stage pass, on the modules
+        taken from it above (same names, so ResNet18.forward_stages applies to this module as is)."""
+        return ResNet18.forward_stages(self, x)
 
 
 class SpatialPath(nn.Module):
