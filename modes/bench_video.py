@@ -6,11 +6,11 @@ inside the process; writes {results_dir}/bench_video_<device>.{md,json} and prin
 Measured in one run, on one loaded model:
 - start-up: process start → this mode (interpreter + imports), model load (build + weights + BatchNorm
   folding), kernel warm-up (numba kernels loaded from their cache or compiled, first tiny steps);
-- step level (engine/step_timing.py): medians of ``step()`` + ``.labels`` per frame type on the video's
+- step level (engine/benchmarking/step_timing.py): medians of ``step()`` + ``.labels`` per frame type on the video's
   first frames, hence frames/s and speedup over l=1 at the video's own size;
 - per interval l: the job with the chosen outputs (``--save``, default colour + label PNGs + overlay
   video) and again with ``--save none``. Frame time = first frame read → last output file closed; the
-  stage timers of engine/video_job.py split it (decode, networks, labels, colour/overlay, PNG/encode,
+  stage timers of engine/streaming/video_job.py split it (decode, networks, labels, colour/overlay, PNG/encode,
   the main thread's idle time). Outputs go to a temporary folder under --results-dir, removed after.
 Weights: as ``--benchmark 1`` (modes/benchmark.build_bench_model): seeded random ones when no
 --segnet-weights / --resume file exists; the report says which.
@@ -27,11 +27,11 @@ import torch
 
 from config.config import Config
 from dataset.video import open_frames
-from engine.bench_report import fps_for_interval, speedup
+from engine.benchmarking.throughput_report import fps_for_interval, speedup
 from engine.runs import preset_of
-from engine.save_results import parse_outputs
-from engine.step_timing import NUM_TIMING_FRAMES, WARMUP, measure_frame_types
-from engine.video_job import (MAX_PENDING, PREFETCH_DEPTH, WRITER_WORKERS, StageClock, make_predictor,
+from engine.evaluation.save_results import parse_outputs
+from engine.benchmarking.step_timing import NUM_TIMING_FRAMES, WARMUP, measure_frame_types
+from engine.streaming.video_job import (MAX_PENDING, PREFETCH_DEPTH, WRITER_WORKERS, StageClock, make_predictor,
                               run_to_folder, warm_up)
 from modes.benchmark import build_bench_model, machine_info
 from modes.job import run_job

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from config.config import Config
-from engine.backend_timing import backend_rows, compare_backends
-from engine.bench_report import PAPER, contention_note, device_tag, params_mb, parse_cpu_model, render_markdown, throughput_table
+from engine.benchmarking.backend_timing import backend_rows, compare_backends
+from engine.benchmarking.throughput_report import PAPER, contention_note, device_tag, params_mb, parse_cpu_model, render_markdown, throughput_table
 from engine.model_builder import build_model
 from engine.runs import preset_of, resolve_resume, segnet_weights_path
 from utils.allocator import keep_freed_memory
@@ -30,7 +30,7 @@ from utils.seed import seed_everything
 from models import cpu_kernels
 from models.gsvnet import GSVNet
 from models.keyframe_net import parse_spec
-from engine.step_timing import NONKEY_PER_ROUND, NUM_TIMING_FRAMES, WARMUP, measure_frame_types, moving_frame, stream_memory, synthetic_texture
+from engine.benchmarking.step_timing import NONKEY_PER_ROUND, NUM_TIMING_FRAMES, WARMUP, measure_frame_types, moving_frame, stream_memory, synthetic_texture
 
 # --- model ----------------------------------------------------------------------------------------
 def build_bench_model(cfg: Config, device: torch.device) -> tuple[GSVNet, dict]:

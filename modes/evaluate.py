@@ -1,5 +1,5 @@
-"""``--evaluate 1``: avg/min mIoU per keyframe interval (engine/evaluation.py), then the whole-clip consistency
-pass under the fixed schedule of ``--key-interval`` (engine/temporal_evaluation.py: temporal consistency, and
+"""``--evaluate 1``: avg/min mIoU per keyframe interval (engine/evaluation/protocol.py), then the whole-clip consistency
+pass under the fixed schedule of ``--key-interval`` (engine/evaluation/consistency.py: temporal consistency, and
 mVC8/16 on densely labelled clips; ``--temporal-consistency 0`` skips the pass), printed and written as
 metrics.json + config.json into logs/run/{dataset}/{segnet}_{checkname}/eval_{name}/."""
 from __future__ import annotations
@@ -12,12 +12,12 @@ import torch
 
 from config.config import Config
 from engine import distributed as dist
-from engine.evaluation import eval_datasets, eval_distances, evaluate_model
+from engine.evaluation.protocol import eval_datasets, eval_distances, evaluate_model
 from engine.model_builder import build_model
-from engine.onnx_runtime import onnx_model_for
+from engine.deployment.onnx_runtime import onnx_model_for
 from engine.runs import pred_dir, preset_of, resolve_resume, run_dir, write_config
-from engine.save_results import commit_staged, discard_staged, staging_dir
-from engine.temporal_evaluation import consistency_clips, evaluate_consistency, schedule_interval, tc_enabled
+from engine.evaluation.save_results import commit_staged, discard_staged, staging_dir
+from engine.evaluation.consistency import consistency_clips, evaluate_consistency, schedule_interval, tc_enabled
 from modes.job import run_job
 from utils.logging import write_json
 from utils.metrics import format_table

@@ -1,11 +1,11 @@
-"""``--export onnx``: write the model as ONNX graphs + gsvnet.json for ONNX Runtime (engine/onnx_export.py).
+"""``--export onnx``: write the model as ONNX graphs + gsvnet.json for ONNX Runtime (engine/deployment/onnx_export.py).
 
     python main.py --export onnx --segnet swiftnet --segnet-weights W.pt --resume G.tar --output export/ \\
         --export-size 1024x2048 --export-size 720x1280
 
 Every graph is run at every --export-size under ONNX Runtime and compared with the PyTorch output before
 the folder is published; run it with ``--backend onnxruntime --export-dir export/`` or load it with
-engine/onnx_runtime.py. The keyframe scale is --eval-scale, the interval --key-interval (the runtime's
+engine/deployment/onnx_runtime.py. The keyframe scale is --eval-scale, the interval --key-interval (the runtime's
 default), classes and colours those of --dataset.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 
 from config.config import Config
 from engine.model_builder import build_model
-from engine.onnx_export import DEFAULT_SIZE, export_onnx, parse_size
-from engine.onnx_runtime import size_key
+from engine.deployment.onnx_export import DEFAULT_SIZE, export_onnx, parse_size
+from engine.deployment.onnx_runtime import size_key
 from engine.runs import preset_of, resolve_resume
 from modes.job import run_job
 

@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 2 main.py --inference 1 --input videos/ --output out --resume 1 --skip-existing 1
 
 Frames stream through ``VideoPredictor`` (keyframe every ``--key-interval`` frames at ``--eval-scale``,
-propagation with ``--fusion`` in between), pipelined by engine/video_job.py (decode ahead, outputs
+propagation with ``--fusion`` in between), pipelined by engine/streaming/video_job.py (decode ahead, outputs
 written by background threads). Output folder (``--output``, else
 logs/pred_img_res/{dataset}/{segnet}_{checkname}/{ResFolderName or time stamp}/), by ``--save``::
 
@@ -49,11 +49,11 @@ from dataset.video_corpus import (MANIFEST_COLUMNS, MANIFEST_NAME, failed_videos
                                   shard_by_frames, shard_counts, unique_stems)
 from engine import distributed as dist
 from engine.model_builder import build_model
-from engine.onnx_runtime import onnx_model_for
-from engine.predictor import VideoPredictor
+from engine.deployment.onnx_runtime import onnx_model_for
+from engine.streaming.predictor import VideoPredictor
 from engine.runs import data_root, pred_dir, preset_of, resolve_resume, timestamp
-from engine.save_results import SUMMARY_NAME, is_complete, parse_outputs
-from engine.video_job import Item, make_predictor, run_to_folder, warm_up
+from engine.evaluation.save_results import SUMMARY_NAME, is_complete, parse_outputs
+from engine.streaming.video_job import Item, make_predictor, run_to_folder, warm_up
 from modes.job import USER_ERRORS, error_text, run_job
 from utils.logging import write_json
 from utils.temporal_consistency import StreamingTC
@@ -201,7 +201,7 @@ def _load_predictor(cfg: Config, preset: DatasetPreset, device: torch.device) ->
 
 
 def _frame_hooks(cfg: Config, preset: DatasetPreset, source: str) -> tuple[Callable | None, Callable[[], dict]]:
-    """(on_frame, extra) for one input's run (engine.video_job.run_to_folder); ``extra()`` gives the summary
+    """(on_frame, extra) for one input's run (engine.streaming.video_job.run_to_folder); ``extra()`` gives the summary
     fields beyond the stream's own. The place where --temporal-consistency 1 plugs in a per-frame
     accumulator and adds {"temporal_consistency": ...} (null when off: the default for --inference)."""
     legend = {"class_names": list(preset.class_names), "palette": [list(c) for c in preset.palette]}

@@ -1,4 +1,4 @@
-"""Default mode: train the flow net + GSV (engine/propagation_training.py), one or many processes.
+"""Default mode: train the flow net + GSV (engine/training/propagation.py), one or many processes.
 
 ``--time-budget S``: flow pre-training and the training epochs spend the budget; the epoch in which it
 runs out ends after that iteration, is validated (whatever --eval-interval says) and saved, and the run
@@ -9,10 +9,10 @@ import torch
 
 from config.config import Config
 from engine import distributed as dist
-from engine.propagation_training import build_context, evaluate_epoch, save_checkpoints, train_one_epoch
-from engine.flow_pretrain import maybe_pretrain_flow
+from engine.training.propagation import build_context, evaluate_epoch, save_checkpoints, train_one_epoch
+from engine.training.flow_pretrain import maybe_pretrain_flow
 from engine.runs import run_dir, write_config
-from engine.training import run_header, set_sampler_epoch
+from engine.training.loop import run_header, set_sampler_epoch
 from modes.job import run_job
 
 def train(cfg: Config, device: torch.device) -> int:

@@ -1,4 +1,4 @@
-"""``--train-segnet 1``: train the keyframe net (engine/segnet_training.py), one or many processes.
+"""``--train-segnet 1``: train the keyframe net (engine/training/segnet.py), one or many processes.
 
 ``--time-budget S``: the epoch in which the training time reaches S seconds ends after that iteration,
 is validated and saved like any epoch, and the run stops there."""
@@ -8,10 +8,10 @@ import torch
 
 from config.config import Config
 from engine import distributed as dist
-from engine.evaluation import evaluate_model
+from engine.evaluation.protocol import evaluate_model
 from engine.runs import run_dir, write_config
-from engine.segnet_training import build_segnet_context, save_segnet, train_segnet_one_epoch, weights_name
-from engine.training import run_header, set_sampler_epoch
+from engine.training.segnet import build_segnet_context, save_segnet, train_segnet_one_epoch, weights_name
+from engine.training.loop import run_header, set_sampler_epoch
 from modes.job import run_job
 from models.keyframe_net import parse_spec
 

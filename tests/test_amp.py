@@ -1,8 +1,8 @@
-"""--amp on CPUs with and without native bf16 (engine/losses.py amp_active/autocast)."""
+"""--amp on CPUs with and without native bf16 (engine/training/losses.py amp_active/autocast)."""
 import pytest
 import torch
 
-from engine import losses
+from engine.training import losses
 
 
 @pytest.fixture

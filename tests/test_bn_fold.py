@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.predictor import VideoPredictor
+from engine.streaming.predictor import VideoPredictor
 from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
 from tests.test_segnets import _randomize_bn

@@ -61,7 +61,7 @@ def test_hopelessly_slow_cpu_keeps_the_minimum_share():
 
 def test_probe_times_both_precisions(monkeypatch):
     monkeypatch.setenv("GSVNET_NO_BF16", "1")
-    from engine import losses
+    from engine.training import losses
     losses.cpu_has_native_bf16.cache_clear()
     try:
         probed = B.probe(steps=1)

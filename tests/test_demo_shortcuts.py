@@ -9,7 +9,7 @@ import torch
 from dataset.cityscapes import CityscapesSequence, parse_frame_name
 from dataset.synthetic import extras_paths
 from dataset.synthetic_dense import SyntheticDenseSequence
-from engine.keyframe_cache import KeyframeCache, clip_keys, frame_key
+from engine.training.keyframe_cache import KeyframeCache, clip_keys, frame_key
 
 NUM_FRAMES = 8
 

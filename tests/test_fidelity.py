@@ -19,8 +19,8 @@ import torch
 import main as cli
 from config.config import parse_args
 from config.presets import get_preset
-from engine.evaluation import eval_split
-from engine.losses import class_weight_tensor
+from engine.evaluation.protocol import eval_split
+from engine.training.losses import class_weight_tensor
 from tests.test_eval_cli import cli as eval_args, eval_dir, make_env
 from tests.test_train_cli import prop_args
 from utils.checkpoint import load_file

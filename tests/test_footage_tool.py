@@ -15,7 +15,7 @@ from config.cityscapes import CLASS_NAMES, PALETTE
 from config.folder import folder_preset
 from dataset import clip_folders
 from dataset.folder import read_classes
-from engine.teacher_cache import TeacherCache
+from engine.teacher.cache import TeacherCache
 from tests.test_folder_dataset import write_mp4
 from tools import footage, footage_report
 

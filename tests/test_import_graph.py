@@ -85,5 +85,5 @@ def test_no_import_points_up():
 
 def test_readme_shows_a_working_import():
     from engine.inference import VideoPredictor
-    from engine.predictor import VideoPredictor as Moved
+    from engine.streaming.predictor import VideoPredictor as Moved
     assert VideoPredictor is Moved

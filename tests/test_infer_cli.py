@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import main
-from engine.predictor import VideoPredictor
+from engine.streaming.predictor import VideoPredictor
 from tests.test_eval_cli import make_env
 
 VH, VW, VFRAMES = 96, 160, 7
@@ -181,7 +181,7 @@ def test_unknown_save_name_is_a_clear_error(env, tmp_path, capsys):
 
 
 def test_writer_error_stops_the_run_with_that_error(env, tmp_path, capsys, monkeypatch):
-    from engine import video_job
+    from engine.streaming import video_job
 
     from utils.errors import UserError
 
@@ -286,7 +286,7 @@ def test_adaptive_keyframes_reach_summary(env, tmp_path, capsys):
     (256×512: the calibrated scene-change threshold holds from 1/8 grids of 32×64). Two shots of a smooth
     1 px/frame pan (the benchmark's texture), the second darker and flipped: scores ~0.05 within a shot,
     ~0.77 at the cut, against the threshold 0.22."""
-    from engine.step_timing import moving_frame, synthetic_texture
+    from engine.benchmarking.step_timing import moving_frame, synthetic_texture
     texture = synthetic_texture(256, 512)
     darker = np.ascontiguousarray(texture[::-1, :, ::-1] // 3)
     src = tmp_path / "cut.mp4"

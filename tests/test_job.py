@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from config.config import Config
-from engine.losses import NonFiniteLossError
+from engine.training.losses import NonFiniteLossError
 from modes.job import run_job
 from utils.errors import UserError
 

@@ -21,7 +21,7 @@ import main as cli
 from config.config import parse_args
 from dataset.synthetic import generate
 from engine.model_builder import assemble_model
-from engine.predictor import VideoPredictor
+from engine.streaming.predictor import VideoPredictor
 from engine.runs import REPO, resolve_resume, run_name, segnet_weights_path
 from models.checkpoints import gsvnet_checkpoint, gsvnet_parts
 from models.keyframe_net import IMAGENET, build_keyframe_net, read_logits, spec_dirname
@@ -254,7 +254,7 @@ def test_generic_kind_through_every_cli_mode(kinds, data, tmp_path, kind):
 
 @pytest.mark.slow
 def test_pidnet_training_uses_its_loss_and_writes_the_released_layout(data, tmp_path, monkeypatch):
-    import engine.segnet_training as segnet_training
+    import engine.training.segnet as segnet_training
     seen, real = [], segnet_training.pidnet_loss
 
     def spy(outputs, target, **kw):

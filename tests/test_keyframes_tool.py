@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import main as cli
-from engine.segnet_training import poly_factor
-from engine.training import TimeBudget
+from engine.training.segnet import poly_factor
+from engine.training.loop import TimeBudget
 from tools import keyframes
 from utils.checkpoint import load_file
 

@@ -1,4 +1,4 @@
-"""ONNX export (engine/onnx_export.py, modes/export.py) and the ONNX Runtime backend (engine/onnx_runtime.py).
+"""ONNX export (engine/deployment/onnx_export.py, modes/export.py) and the ONNX Runtime backend (engine/deployment/onnx_runtime.py).
 
 Parity bar (ONNX Runtime backend vs PyTorch backend, both through VideoPredictor): max |logit difference|
 <= 1e-4 · max(1, max |logit|), labels equal except at float near-ties (two best classes within twice
@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.onnx_export import (CHECK_TOLERANCE, GraphCheckError, check_graph, export_onnx, export_part,
+from engine.deployment.onnx_export import (CHECK_TOLERANCE, GraphCheckError, check_graph, export_onnx, export_part,
                                 graph_modules, inference_copy, parse_size, reference_cases, write_graph)
-from engine.onnx_runtime import FORMAT, load_export
-from engine.predictor import VideoPredictor
-from engine.step_timing import moving_frame, synthetic_texture
+from engine.deployment.onnx_runtime import FORMAT, load_export
+from engine.streaming.predictor import VideoPredictor
+from engine.benchmarking.step_timing import moving_frame, synthetic_texture
 from main import main
 from models import cpu_kernels
 from models.gsvnet import GSVNet

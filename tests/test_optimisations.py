@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.predictor import VideoPredictor
+from engine.streaming.predictor import VideoPredictor
 from models.gsvnet import GSVNet, lowres_size, shrink_uint8
 from models import cpu_kernels
 from models.labels import logits_to_labels_plain

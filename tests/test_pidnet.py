@@ -1,4 +1,4 @@
-"""Tests for PIDNet as a keyframe net: models/pidnet.py, models/pidnet_weights.py, engine/pidnet_loss.py.
+"""Tests for PIDNet as a keyframe net: models/pidnet.py, models/pidnet_weights.py, engine/training/pidnet_loss.py.
 
 Layouts are checked against the official key lists (tests/data/pidnet/keys_pidnet_{s,m,l}.json, taken
 from the official model definitions); numbers against the logits the official code produced for
@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.pidnet_loss import (CITYSCAPES_CLASS_WEIGHTS, boundary_targets, ohem_cross_entropy, pidnet_loss,
+from engine.training.pidnet_loss import (CITYSCAPES_CLASS_WEIGHTS, boundary_targets, ohem_cross_entropy, pidnet_loss,
                                 weighted_boundary_bce)
 from models.pidnet import HEAD_PREFIXES, PIDNET_MEAN, PIDNET_STD, build_pidnet
 from models.pidnet_weights import load_pidnet_weights
@@ -320,8 +320,8 @@ def test_pidnet_trains_with_its_official_class_weights_and_the_others_with_the_p
     --class-weights 0; SwiftNet keeps the preset's GSVNet weights (3.0–48.2 on Cityscapes)."""
     from config.config import Config
     from config.presets import get_preset
-    from engine.pidnet_loss import CITYSCAPES_CLASS_WEIGHTS
-    from engine.segnet_training import keyframe_class_weight
+    from engine.training.pidnet_loss import CITYSCAPES_CLASS_WEIGHTS
+    from engine.training.segnet import keyframe_class_weight
     cpu = torch.device("cpu")
     for name in ("synthetic", "cityscapes"):
         preset = get_preset(name)

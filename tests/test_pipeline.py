@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.predictor import VideoPredictor
+from engine.streaming.predictor import VideoPredictor
 from models.checkpoints import gsvnet_checkpoint
 from models.gsvnet import GSVNet, keyframe_size
 from tests.stand_in_weights import case_state_dicts, save_official_gsvnet

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.keyframe_policy import KeyframePolicy
-from engine.predictor import VideoPredictor
+from engine.streaming.keyframe_policy import KeyframePolicy
+from engine.streaming.predictor import VideoPredictor
 from models.gsvnet import GSVNet
 from tools.cut_footage import cross_fade, with_flashes
 

@@ -1,4 +1,4 @@
-"""--pseudo-labels 1 (engine/pseudo_labels.py, engine/teacher_cache.py): label-free training and agreement scoring.
+"""--pseudo-labels 1 (engine/teacher/pseudo_labels.py, engine/teacher/cache.py): label-free training and agreement scoring.
 
 The teacher is a hand-made keyframe net (``make_teacher``, used as ``--segnet module:tests.test_pseudo_labels:
 make_teacher``): class c's logit is input channel c averaged over 8×8 cells, fed raw RGB 0–255 (mean 0, std 1).
@@ -21,10 +21,10 @@ import main as cli
 from config.config import parse_args
 from dataset.folder import FolderSequence
 from dataset.transforms import ClipParams, ClipTransform
-from engine.propagation_training import build_context, train_one_epoch
-from engine.pseudo_labels import PseudoLabelled, crop_teacher
-from engine.teacher_cache import TeacherCache, fill_teacher_cache, weights_fingerprint
-from engine.training import TrainState
+from engine.training.propagation import build_context, train_one_epoch
+from engine.teacher.pseudo_labels import PseudoLabelled, crop_teacher
+from engine.teacher.cache import TeacherCache, fill_teacher_cache, weights_fingerprint
+from engine.training.loop import TrainState
 from models.gsvnet import GSVNet
 
 SPEC = "module:tests.test_pseudo_labels:make_teacher"

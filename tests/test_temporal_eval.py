@@ -1,4 +1,4 @@
-"""The whole-clip consistency pass of ``--evaluate 1`` (engine/temporal_evaluation.py: TC split into refresh and
+"""The whole-clip consistency pass of ``--evaluate 1`` (engine/evaluation/consistency.py: TC split into refresh and
 propagated pairs, mVC) against an independent computation, and the scene-cut experiment's building blocks
 (tools/cut_experiment.py).
 
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import main
 from config.config import parse_args
 from engine.runs import preset_of
-from engine.temporal_evaluation import evaluate_consistency
+from engine.evaluation.consistency import evaluate_consistency
 from models.gsvnet import GSVNet
 from tools import cut_experiment as cx
 from utils.temporal_consistency import TemporalConsistency
@@ -139,7 +139,7 @@ def test_key_interval_sets_the_schedule(synthetic_data, model):
 
 def test_dis_flow_path_matches_dis_on_the_frames(synthetic_data, model, monkeypatch):
     """Off the synthetic dataset the flow is DIS (+ forward-backward check) on the full-resolution frames."""
-    import engine.temporal_evaluation as te
+    import engine.evaluation.consistency as te
     from utils.optical_flow import dis_backward_flow
     data = synthetic_data(num_val=2, num_frames=7, gt_index=5)
     monkeypatch.setattr(te, "flow_source", lambda preset: "dis")
@@ -158,7 +158,7 @@ def test_dis_flow_path_matches_dis_on_the_frames(synthetic_data, model, monkeypa
 
 
 def test_each_dis_pair_is_computed_once(synthetic_data):
-    import engine.temporal_evaluation as te
+    import engine.evaluation.consistency as te
     from config.presets import get_preset
     from dataset.whole_clips import whole_clips
     data = synthetic_data(num_val=2, num_frames=7, gt_index=5)
@@ -176,7 +176,7 @@ def test_each_dis_pair_is_computed_once(synthetic_data):
 
 def test_shards_pool_to_the_single_process_sums(synthetic_data, model, monkeypatch):
     """Two ranks' accumulators (what the one all-reduce adds) sum to the single process's, VC bits included."""
-    import engine.temporal_evaluation as te
+    import engine.evaluation.consistency as te
     data, packed = synthetic_data(**DATA), []
     monkeypatch.setattr(te.dist, "all_reduce_sum", lambda t: packed.append(t.clone()) or t)
     whole = direct(model, data, fusion="warp")

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-import engine.propagation_training as propagation_training
+import engine.training.propagation as propagation_training
 import modes.train as trainer
 import main as cli
 from utils.seed import seed_everything
-from engine.flow_pretrain import dis_target_flow as dis_backward_flow, endpoint_error, lowres_flow
-from engine.predictor import VideoPredictor
+from engine.training.flow_pretrain import dis_target_flow as dis_backward_flow, endpoint_error, lowres_flow
+from engine.streaming.predictor import VideoPredictor
 from models.bisenet import BiSeNet
 from models.checkpoints import FORMAT, gsvnet_parts
 from models.gsv import canonical_delay_kernels

@@ -1,4 +1,4 @@
-"""engine/video_job.py: the pipelined job gives the same files as a plain sequential loop over the same
+"""engine/streaming/video_job.py: the pipelined job gives the same files as a plain sequential loop over the same
 predictor, keeps frame order and names, writes exactly the chosen outputs, stops with a writer's error
 and leaves nothing published, and keeps a bounded number of frames in flight."""
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine import video_job
-from engine.predictor import VideoPredictor
-from engine.save_results import is_complete, parse_outputs, staging_dir
-from engine.video_job import StageClock, run_stream, run_to_folder
+from engine.streaming import video_job
+from engine.streaming.predictor import VideoPredictor
+from engine.evaluation.save_results import is_complete, parse_outputs, staging_dir
+from engine.streaming.video_job import StageClock, run_stream, run_to_folder
 from models.gsvnet import GSVNet
 from utils.visualize import CITYSCAPES_PALETTE, colorize, overlay
 
@@ -188,7 +188,7 @@ def test_label_pngs_by_hand(tmp_path):
 
     from PIL import Image
 
-    from engine.save_results import save_label_pngs
+    from engine.evaluation.save_results import save_label_pngs
     labels = np.array([[0, 1, 2], [255, 1, 0]], np.uint8)  # 255: the ignore id, black in the colour PNG
     save_label_pngs(labels, tmp_path / "l.png", tmp_path / "c.png", CITYSCAPES_PALETTE)
     np.testing.assert_array_equal(read(tmp_path / "l.png"), labels)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.onnx_export import write_graph
+from engine.deployment.onnx_export import write_graph
 from models import cpu_kernels
 from models.warp import sampling_grid, warp, warp_gathered
 

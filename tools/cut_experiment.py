@@ -1,4 +1,4 @@
-"""Scene cuts: the fixed and the adaptive keyframe schedule (engine/keyframe_policy.py).
+"""Scene cuts: the fixed and the adaptive keyframe schedule (engine/streaming/keyframe_policy.py).
 
     python -m tools.cut_experiment [--data data/synthetic] [--logs logs] [--out results] [--quick 1]
 
@@ -39,7 +39,7 @@ from config.presets import get_preset
 from dataset.cityscapes import CityscapesSequence
 from dataset.synthetic import extras_paths, generate, read_marker
 from dataset.video import read_rgb
-from engine.keyframe_policy import (DRIFT_THRESHOLD, SCORE_THRESHOLD, KeyframePolicy, scene_change_score,
+from engine.streaming.keyframe_policy import (DRIFT_THRESHOLD, SCORE_THRESHOLD, KeyframePolicy, scene_change_score,
                                     video_lowres)
 from engine.model_builder import assemble_model
 from models.bn_fold import fold_batchnorm

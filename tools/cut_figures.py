@@ -1,4 +1,4 @@
-"""What the adaptive keyframe policy (engine/keyframe_policy.py) does on the cut footage (tools/cut_footage.py):
+"""What the adaptive keyframe policy (engine/streaming/keyframe_policy.py) does on the cut footage (tools/cut_footage.py):
 the policy alone on the 1/8 images GSVNet.lowres_bgr makes, no network run.
 
 Each clip is streamed from every start frame s < l (so every event meets every phase of the schedule), at
@@ -19,7 +19,7 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
-from engine.keyframe_policy import KeyframePolicy, scene_change_score
+from engine.streaming.keyframe_policy import KeyframePolicy, scene_change_score
 from tools.cut_footage import FADE, SNIPPETS, Clip, footage
 
 INTERVALS = (3, 20)

@@ -1,4 +1,4 @@
-"""Footage for the scene-change policy (engine/keyframe_policy.py): clips with hard cuts, cross-fades,
+"""Footage for the scene-change policy (engine/streaming/keyframe_policy.py): clips with hard cuts, cross-fades,
 flashes and strobe, spliced from real videos and synthetic snippets, with the frame of every event.
 
 Two sets, each at its own frame size and at 320×180 (a 1/8 grid of 22×40, the smallest the policy is

@@ -8,7 +8,7 @@
    "without intra" ablation (paper Table 4);
 4. evaluate GSVNet and the baselines (copy, warp-only, keyframe net alone at scales 0.5 and 0.75), with
    the temporal consistency (TC) of GSVNet, the two baselines and the keyframe net on every frame;
-5. time every frame type at the demo frame size (engine.step_timing);
+5. time every frame type at the demo frame size (engine.benchmarking.step_timing);
 6. dump predictions of one validation snippet as an overlay video;
 7. write results/demo.md, an accuracy-vs-throughput plot and a strip of predicted frames.
 Every stage runs the same `main.py` command a user would type; each is printed before it runs.

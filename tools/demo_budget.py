@@ -1,6 +1,6 @@
 """How much of its training recipe `make demo` can afford on this machine, so it ends in 10 minutes anywhere.
 
-A CPU without native bf16 runs the keyframe-net stage in fp32 (``--amp 1`` falls back, engine.losses), and
+A CPU without native bf16 runs the keyframe-net stage in fp32 (``--amp 1`` falls back, engine.training.losses), and
 an older CPU runs fp32 itself several times slower than the machine the recipe was tuned on. Before any
 work the demo times a few training steps (``probe``): SwiftNet-R18 forward + backward with ``--amp 1`` as it
 takes effect here and in fp32. The ratios to the same probe on the reference machine estimate every stage's
@@ -55,7 +55,7 @@ def cpu_description() -> str:
     import re
     from pathlib import Path
 
-    from engine.losses import cpu_has_native_bf16
+    from engine.training.losses import cpu_has_native_bf16
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     field = {k: (re.search(rf"^{k}\s*:\s*(.+)$", info, re.MULTILINE) or [None, None])[1]
              for k in ("model name", "cpu family", "model")}
@@ -69,7 +69,7 @@ def probe(steps: int = 3) -> dict[str, float]:
     """Seconds of one SwiftNet-R18 training step (batch 4, 128×256, Adam) with --amp 1 as it takes effect on
     this CPU ("amp") and in fp32 ("fp32"): the fastest of ``steps`` steps after one warm-up step each (the
     fastest, so that a moment of other load does not make the machine look slow)."""
-    from engine.losses import amp_active, autocast
+    from engine.training.losses import amp_active, autocast
     from models.swiftnet import SwiftNet
     cpu = torch.device("cpu")
     generator = torch.Generator().manual_seed(0)

@@ -12,8 +12,8 @@ import torch
 from dataset.cityscapes import CityscapesSequence
 from dataset.synthetic import extras_paths
 from dataset.video import read_rgb
-from engine.step_timing import time_steps
-from engine.predictor import VideoPredictor
+from engine.benchmarking.step_timing import time_steps
+from engine.streaming.predictor import VideoPredictor
 from main import main as cli
 from tools.demo_budget import cpu_description
 from utils.visualize import colorize, grid, save_figure, save_png
@@ -30,7 +30,7 @@ def _val_snippet(data: str, index: int = 0) -> tuple[list[Path], str]:
 
 
 def _nonkey_seconds(predictor: VideoPredictor, frames: list[np.ndarray], repeats: int = 7) -> float:
-    """Median non-keyframe step + .labels, timed as engine.step_timing times it (after one keyframe)."""
+    """Median non-keyframe step + .labels, timed as engine.benchmarking.step_timing times it (after one keyframe)."""
     predictor.reset()
     predictor.step(frames[0])
     times = time_steps(predictor, frames[1:], False, repeats, warmup=1, sync=lambda: None)
@@ -158,7 +158,7 @@ def tc_note(results: dict) -> str:
     span = (f"all {tc['frames']} frames of the {tc['snippets']} val snippets, a keyframe every l = "
             f"{row['key_interval']} frames (frames 0, l, 2l, ... of each snippet), {tc['flow']} flow") if tc \
         else "not computed"
-    return ("TC = temporal consistency (%, engine/temporal_evaluation.py): mIoU between each frame's labels and "
+    return ("TC = temporal consistency (%, engine/evaluation/consistency.py): mIoU between each frame's labels and "
             "the previous frame's labels carried to it by optical flow, over pixels whose flow is reliable "
             f"({span}). 'refresh' pools the pairs that end on a keyframe (last propagated frame -> next keyframe, "
             "where a keyframe scheme's labels jump), 'propagated' the others; the SwiftNet rows run the keyframe "

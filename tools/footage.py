@@ -18,7 +18,7 @@ Every stage is the `python main.py` / `python -m ...` command a user would type,
 4. `--evaluate 1 --pseudo-labels 1` on the held-out clip: the keyframe net on every frame, GSVNet, warp-only and
    copy (the same trained flow): agreement with the keyframe net per distance k = 0..4 and for l = 3, and the
    temporal consistency of the whole clip under l = 3 (l = 1 for the keyframe net);
-5. frame rates at the held-out clip's own size (engine.step_timing, in this process, interleaved rounds);
+5. frame rates at the held-out clip's own size (engine.benchmarking.step_timing, in this process, interleaved rounds);
 6. results/footage.md (tables, what agreement means, CPU, date, every command) and results/footage.png.
 
 Why carphone is held out, and why the training clips are cut: WHY (written into results/footage.md).
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from main import main as cli
 from dataset import clip_folders, synthetic
-from engine.segnet_training import weights_name
+from engine.training.segnet import weights_name
 from models.keyframe_net import spec_dirname
 from tools.demo import SEGNET_ARGS, common_args
 from tools.keyframes import QUICK_DATA, override

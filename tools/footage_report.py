@@ -8,8 +8,8 @@ import numpy as np
 
 from dataset.folder import read_classes
 from dataset.video import natural_key, read_rgb
-from engine.predictor import VideoPredictor
-from engine.step_timing import NEVER, time_interleaved
+from engine.streaming.predictor import VideoPredictor
+from engine.benchmarking.step_timing import NEVER, time_interleaved
 from utils.visualize import colorize, grid, save_png
 
 FUSIONS = {"GSVNet": "gsv", "warp-only": "warp", "copy": "copy"}
@@ -38,14 +38,14 @@ def predictors(spec: str, segnet: str, checkpoint: str) -> dict[str, VideoPredic
 
 def frame_rates(preds: dict[str, VideoPredictor], frames: list[np.ndarray], repeats: int) -> dict:
     """Median step + .labels of a keyframe and of a non-keyframe per fusion (ms), timed in interleaved rounds on
-    the clip's own frames (engine.step_timing), and the frames/s they give: 1/keyframe for the keyframe net on
+    the clip's own frames (engine.benchmarking.step_timing), and the frames/s they give: 1/keyframe for the keyframe net on
     every frame, l/(keyframe + (l−1)·non-keyframe) at l = 3 for each fusion."""
     series = {"keyframe": (preds["keyframe"], frames, True, 1)}
     for fusion in FUSIONS.values():
         preds[fusion].reset()
         preds[fusion].step(frames[0])  # the untimed keyframe every non-keyframe series starts from
         series[fusion] = (preds[fusion], frames[1:], False, 1)
-    print(f"\n=== footage: frame rates at {frames[0].shape[0]}×{frames[0].shape[1]} (engine.step_timing, "
+    print(f"\n=== footage: frame rates at {frames[0].shape[0]}×{frames[0].shape[1]} (engine.benchmarking.step_timing, "
           f"{repeats} interleaved rounds)", flush=True)
     timed = time_interleaved(series, repeats, warmup=2, sync=lambda: None)
     ms = {name: t["step_labels"]["median_ms"] for name, t in timed.items()}
@@ -125,7 +125,7 @@ def notes(results: dict[str, dict], rates: dict) -> list[str]:
         f"{_cell((kf.get('temporal_consistency') or {}).get('miou'))} for the keyframe net on every frame is "
         "the flicker a user sees without propagation.",
         f"Frames/s at the clip's own size {h}×{w} on this CPU, batch 1, float32: median step + labels of "
-        f"{rates['repeats']} interleaved rounds (engine.step_timing, as `--benchmark 1` times them) on the clip's "
+        f"{rates['repeats']} interleaved rounds (engine.benchmarking.step_timing, as `--benchmark 1` times them) on the clip's "
         f"frames: keyframe {ms['keyframe']:.1f} ms, non-keyframe GSVNet {ms['gsv']:.1f} / warp-only "
         f"{ms['warp']:.1f} / copy {ms['copy']:.1f} ms; l = 3 gives 3 / (keyframe + 2 non-keyframes).",
         "**What agreement does and does not show.** The keyframe net learnt synthetic streets; it is not right "

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from main import main as cli
-from engine.segnet_training import weights_name
+from engine.training.segnet import weights_name
 from models.keyframe_net import spec_dirname
 from tools.demo import GSVNET_ARGS, NUM_TRAIN, NUM_VAL, SEGNET_ARGS
 from utils.visualize import save_figure

@@ -149,7 +149,7 @@ def _row(label: str, cells: Sequence[str], width: int = 7) -> str:
 
 
 def _tc_line(tc: dict, key_interval: int | None = None) -> str:
-    """The lines for metrics["temporal_consistency"] (engine/temporal_evaluation.py): all pairs pooled, then
+    """The lines for metrics["temporal_consistency"] (engine/evaluation/consistency.py): all pairs pooled, then
     the pairs (t−1, t) ending on a keyframe ("refresh") and the others ("propagated") when reported."""
     excluded = tc.get("excluded_fraction")
     span = f"{tc['snippets']} whole clips, {tc['frames']} frames" if tc.get("snippets") else "each snippet"

@@ -6,13 +6,13 @@ keyframe net segments frame GT−k at ``--eval-scale``, the prediction is propag
 to the label's own resolution and scored. One int64 confusion matrix per k, summed over ranks;
 ``utils.metrics.summarize`` turns them into per-distance mIoU/IoU and avg/min mIoU per interval.
 With ``--pseudo-labels 1`` the reference is the keyframe net's own prediction of the scored frame instead of
-the ground truth (engine/pseudo_labels.py): agreement, not accuracy.
+the ground truth (engine/teacher/pseudo_labels.py): agreement, not accuracy.
 
 Distributed: each rank evaluates its own contiguous block of samples (``shard_indices``: nothing
 padded or duplicated, unlike DistributedSampler), then the matrices are all-reduced once; every rank
 returns the same metrics, only rank 0 prints and writes.
 
-The temporal consistency and mVC that ``--evaluate 1`` reports beside these (engine/temporal_evaluation.py) come
+The temporal consistency and mVC that ``--evaluate 1`` reports beside these (engine/evaluation/consistency.py) come
 from a separate pass over whole clips under the fixed ``--key-interval`` schedule; validation during training
 does not compute them.
 """
@@ -28,9 +28,9 @@ from config.config import Config
 from config.dataset_preset import DatasetPreset
 from dataset.build import build_dataset, check_distances
 from engine import distributed as dist
-from engine.pseudo_labels import frame_sample_datasets, with_teacher_targets
+from engine.teacher.pseudo_labels import frame_sample_datasets, with_teacher_targets
 from engine.runs import data_root
-from engine.save_results import PredictionWriter
+from engine.evaluation.save_results import PredictionWriter
 from models.labels import logits_to_labels
 from utils.metrics import confusion_matrix, summarize
 
@@ -59,7 +59,7 @@ def eval_distances(cfg: Config) -> list[int]:
 def eval_datasets(cfg: Config, preset: DatasetPreset, distances: list[int],
                   purpose: str = "evaluate") -> dict[int, Dataset]:
     """One labelled clip dataset per distance of the split for ``purpose`` (see eval_split), cut to
-    --max-eval-samples (0 = all). --pseudo-labels 1: the label-free samples (engine/pseudo_labels.py: every
+    --max-eval-samples (0 = all). --pseudo-labels 1: the label-free samples (engine/teacher/pseudo_labels.py: every
     frame with k predecessors on clip folders), no label read; evaluate_model adds the teacher's."""
     root, split = data_root(cfg, preset), eval_split(preset, purpose)
     check_distances(preset, root, distances, "--eval-multi-step")

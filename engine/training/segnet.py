@@ -16,11 +16,11 @@ system can be trained from scratch: first this stage, then propagation training 
   reaches S seconds, then validates and saves as at the end of an epoch. The poly decay then follows
   whichever runs out first, iterations or seconds (progress = max(it/total, spent/S)), so a run cut by
   the budget still ends at a low learning rate, as a finished schedule does.
-- Loss: PIDNet: engine.pidnet_loss (aux, main, boundary and boundary-guided terms); the others: CE of
+- Loss: PIDNet: engine.training.pidnet_loss (aux, main, boundary and boundary-guided terms); the others: CE of
   the main logits at label resolution (+ CE of BiSeNet's two auxiliary heads). Class weights with
   --class-weights 1: PIDNet its official config's own (keyframe_class_weight), the others the preset's.
 - Validation every epoch: keyframe-only mIoU (distance 0) at ``--key-scale`` with the evaluation
-  protocol of ``engine.evaluation`` (logits through the 1/8 grid, as GSVNet uses them).
+  protocol of ``engine.evaluation.protocol`` (logits through the 1/8 grid, as GSVNet uses them).
 - Files in the run folder: the weights in the OFFICIAL format of the net where it has one (SwiftNet:
   raw state_dict ``segnet.pt``; BiSeNet: ``{'state_dict': sd}`` ``segnet.pth``; PIDNet: the released
   layout, "model."-prefixed keys, ``segnet.pt``), torchvision:/module: a plain state_dict
@@ -44,12 +44,12 @@ from config.dataset_preset import DatasetPreset
 from engine import distributed as dist
 from engine.runs import preset_of, run_dir, summary_dir
 from utils.seed import seed_everything
-from engine.evaluation import eval_datasets
-from engine.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss,
+from engine.evaluation.protocol import eval_datasets
+from engine.training.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss,
                            stop_if_non_finite, upsample_to)
 from engine.model_builder import assemble_model, config_norm_args
-from engine.pidnet_loss import official_class_weights, pidnet_loss
-from engine.training import TimeBudget, TrainState, build_train_loaders, loader_limit, next_batch, wrap_ddp
+from engine.training.pidnet_loss import official_class_weights, pidnet_loss
+from engine.training.loop import TimeBudget, TrainState, build_train_loaders, loader_limit, next_batch, wrap_ddp
 from models.gsvnet import GSVNet, normalisation_dict
 from models.keyframe_net import parse_spec, read_logits
 from models.pidnet_weights import NETWORK_PREFIX
@@ -160,7 +160,7 @@ def restore(ctx: SegnetContext, path: Path | None) -> TrainState:
 
 def keyframe_class_weight(cfg: Config, preset: DatasetPreset, device: torch.device) -> torch.Tensor | None:
     """CE class weights of keyframe-net training with --class-weights 1: PIDNet its official config's own
-    (engine.pidnet_loss.official_class_weights: Cityscapes-class data 0.84–1.15, CamVid none), every other
+    (engine.training.pidnet_loss.official_class_weights: Cityscapes-class data 0.84–1.15, CamVid none), every other
     net the preset's (GSVNet's) weights; None with --class-weights 0."""
     if not _is_pidnet(cfg.segnet):
         return class_weight_tensor(cfg, preset, device)

@@ -13,8 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from config.config import Config
-from engine.bench_report import measure_marked, memory_growth, parse_vmrss_mb, summarize_times
-from engine.predictor import StepOutput, VideoPredictor
+from engine.benchmarking.throughput_report import measure_marked, memory_growth, parse_vmrss_mb, summarize_times
+from engine.streaming.predictor import StepOutput, VideoPredictor
 from models.gsvnet import GSVNet
 
 # Warm-up steps before each timed series (after the untimed FLOP-counting step). On CPU the first

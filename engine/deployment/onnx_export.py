@@ -7,7 +7,7 @@
     propagate  prev_lowres, cur_lowres 1×3×h×w, prev_logits 1×C×h×w -> logits 1×C×h×w: flow net, warp,
                GSV (GSVNet.propagate, fusion "gsv")
 
-The state between frames (previous logits and 1/8 image) stays in host code (engine/onnx_runtime.py),
+The state between frames (previous logits and 1/8 image) stays in host code (engine/deployment/onnx_runtime.py),
 as in VideoPredictor. Each graph is a trace of the model's own method on its inference form (BatchNorm
 folded, eval) with the compiled CPU kernels switched off (``cpu_kernels.disabled``), so the graphs
 compute what the PyTorch path computes; no part is written a second time for export. The warp is the
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from engine.onnx_runtime import (DTYPES, FORMAT, INPUTS, META_NAME, OUTPUTS, PARTS, SHAPES, first_line,
+from engine.deployment.onnx_runtime import (DTYPES, FORMAT, INPUTS, META_NAME, OUTPUTS, PARTS, SHAPES, first_line,
                                  size_key)
 from engine.runs import REPO
 from models import cpu_kernels

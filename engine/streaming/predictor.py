@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.keyframe_policy import SCORE_THRESHOLD, KeyframePolicy, scene_change_score
+from engine.streaming.keyframe_policy import SCORE_THRESHOLD, KeyframePolicy, scene_change_score
 from engine.model_builder import assemble_model
-from engine.onnx_runtime import load_export
+from engine.deployment.onnx_runtime import load_export
 from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
 from models.labels import logits_to_labels
@@ -56,7 +56,7 @@ class VideoPredictor:
         to float rounding, faster); False runs ``model`` itself (moved to ``device``, eval mode).
         keyframe_policy: "fixed" (a keyframe every ``key_interval`` frames, the paper's protocol) or
         "adaptive" (also one, within a bounded budget, when the 1/8 images say the scene changed at once
-        or gradually since the last keyframe; engine/keyframe_policy.py); scene_threshold: the adaptive
+        or gradually since the last keyframe; engine/streaming/keyframe_policy.py); scene_threshold: the adaptive
         policy's hard-cut threshold (None: the calibrated default)."""
         self.policy = KeyframePolicy(key_interval, keyframe_policy,
                                      SCORE_THRESHOLD if scene_threshold is None else scene_threshold)
@@ -96,7 +96,7 @@ class VideoPredictor:
     @classmethod
     def from_export(cls, folder: str, key_interval: int | None = None, providers: Sequence[str] | None = None,
                     keyframe_policy: str = "fixed", scene_threshold: float | None = None) -> "VideoPredictor":
-        """The graphs of an ``--export onnx`` folder on ONNX Runtime (engine/onnx_runtime.py) in the same host
+        """The graphs of an ``--export onnx`` folder on ONNX Runtime (engine/deployment/onnx_runtime.py) in the same host
         loop; ``.logits`` stays a (CPU) torch tensor. key_interval None: the one recorded in gsvnet.json.
         providers: ONNX Runtime execution providers (None: CPU; e.g. ["CUDAExecutionProvider"] where
         installed)."""

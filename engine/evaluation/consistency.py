@@ -40,7 +40,7 @@ from dataset.synthetic import extras_paths
 from dataset.video import read_rgb
 from dataset.whole_clips import WholeClip, whole_clips
 from engine import distributed as dist
-from engine.evaluation import eval_split
+from engine.evaluation.protocol import eval_split
 from engine.runs import data_root
 from models.labels import logits_to_labels
 from utils.optical_flow import DisFlowCache

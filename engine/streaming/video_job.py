@@ -8,7 +8,7 @@ Threads (utils/background.py):
   labels kernel is numba-parallel on torch's OpenMP pool, so it stays on the thread that owns the pool;
 - a ``WriterPool`` of WRITER_WORKERS threads (1 or 2) writes the outputs (``FrameWriter``), at most
   MAX_PENDING jobs queued. Per frame: one PNG job (the label map deflated once for the label PNG and
-  the colour PNG, an indexed-colour PNG: engine.save_results.save_label_pngs), one for labelIds, and
+  the colour PNG, an indexed-colour PNG: engine.evaluation.save_results.save_label_pngs), one for labelIds, and
   one overlay job (colour map → blend → mp4 frame; these run one at a time, in frame order).
 
 Cost on a 2-core CPU: the networks keep both cores busy (torch's two OpenMP threads spin between
@@ -19,7 +19,7 @@ map only for the overlay video, a 256-entry table lookup.
 
 Memory is bounded by the queues: at most PREFETCH_DEPTH + 2 + MAX_PENDING + WRITER_WORKERS frames
 (with their labels) are alive at once, however long the video. A worker error stops the run with that error
-at the next frame; Ctrl-C or any error leaves no published folder (staging, engine/save_results.py).
+at the next frame; Ctrl-C or any error leaves no published folder (staging, engine/evaluation/save_results.py).
 
 Stage names of ``StageClock`` (seconds summed over the threads that ran them): decode (prefetch
 thread); keyframe_net, propagation, labels (main thread); colour, overlay, png, encode (writers);
@@ -44,8 +44,8 @@ from tqdm import tqdm
 from config.config import Config
 from dataset.cityscapes import train_ids_to_label_ids
 from dataset.video import VideoWriter
-from engine.predictor import StepOutput, VideoPredictor
-from engine.save_results import SUMMARY_NAME, commit_staged, discard_staged, save_label_pngs, staging_dir
+from engine.streaming.predictor import StepOutput, VideoPredictor
+from engine.evaluation.save_results import SUMMARY_NAME, commit_staged, discard_staged, save_label_pngs, staging_dir
 from models.gsvnet import GSVNet
 from utils.background import Prefetcher, WriterPool
 from utils.errors import UserError
@@ -134,7 +134,7 @@ def _timed(items: Iterable[Item], clock: StageClock) -> Iterator[Item]:
 
 class FrameWriter:
     """Queues one frame's files under ``root`` on a ``WriterPool``: ``outputs`` from
-    engine.save_results.OUTPUT_KINDS (color/{name}.png, label/{name}.png, overlay.mp4 at ``fps``,
+    engine.evaluation.save_results.OUTPUT_KINDS (color/{name}.png, label/{name}.png, overlay.mp4 at ``fps``,
     labelIds/{name}.png; ``video_codec`` as dataset.video.VideoWriter). Arrays are passed by reference: the
     caller must not modify them afterwards."""
 
@@ -266,7 +266,7 @@ def summary(result: StreamResult, video_fps: float | None, outputs: Sequence[str
 
 def publish(staging: Path, dest: Path) -> Path:
     """Move a finished staging folder into place. An earlier summary.json of ``dest`` is removed first,
-    so that ``dest`` counts as complete (engine.save_results.is_complete) only once everything has moved
+    so that ``dest`` counts as complete (engine.evaluation.save_results.is_complete) only once everything has moved
     (commit_staged moves summary.json last: entries go in name order)."""
     (dest / SUMMARY_NAME).unlink(missing_ok=True)
     return commit_staged(staging, dest)

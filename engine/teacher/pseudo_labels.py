@@ -5,7 +5,7 @@ frame with k predecessors, labelled or not (a clip without ``mask/`` is fine); o
 ``--dense-labels 1`` every frame of every snippet; elsewhere (synthetic, Cityscapes, CamVid) the annotated
 frames' clips. The CE target of a sample is the teacher's labels of its last frame (the keyframe net at
 ``--key-scale`` on the full frame, as evaluation scores a keyframe), and the KL term's soft target the
-teacher's logits of that frame: both come from the teacher cache (engine/teacher_cache.py), computed once
+teacher's logits of that frame: both come from the teacher cache (engine/teacher/cache.py), computed once
 before the first epoch. A random scale/crop/flip (``--use-crop 1``) moves the cached targets with the frames:
 the labels like ground truth (nearest, padding = ignore), the logits by bilinear sampling at the crop's
 pixel positions (``crop_teacher``, padding = zero logits, i.e. a uniform distribution).
@@ -30,7 +30,7 @@ from dataset.build import build_dataset, check_distances
 from dataset.transforms import ClipParams, ClipTransform
 from engine import distributed as dist
 from engine.runs import data_root, run_dir
-from engine.teacher_cache import TEACHER_DIR, TeacherCache, fill_teacher_cache, weights_fingerprint
+from engine.teacher.cache import TEACHER_DIR, TeacherCache, fill_teacher_cache, weights_fingerprint
 
 EVERY_FRAME_KINDS = ("folder", "vspw")  # datasets whose loader makes a sample of every frame (labelled or not)
 TEACHER_STRIDE = 4  # cropped soft targets: one logit per 4×4 crop pixels (finer than the student's 1/8 grid)

@@ -5,19 +5,19 @@ every ``--multi-step`` distance k is seen once, in a shuffled order shared by al
 code iterated the loaders k=1..4 one after another, unshuffled on one GPU). A batch is a clip of k+1
 frames; the keyframe net segments frame 0 at ``--key-scale`` (the evaluation scale; officially the
 full crop, a train/test mismatch), the prediction is propagated k steps with gradients only through
-the last two (``--finetune-all 1``: all), and ``engine.losses.propagation_loss`` scores the last frame.
+the last two (``--finetune-all 1``: all), and ``engine.training.losses.propagation_loss`` scores the last frame.
 
 Optimizer: SGD (Nesterov, momentum 0.9, weight decay on all groups) over the groups guide
 (``--guide-lr``), intra (``--lr``) and flow (``--optical-flow-lr``, if ``--train-optical-flow``); the
 frozen ideal-delay kernels are not in it. ``StepLR(--step-scheduler, --lr-gamma)`` steps every
 iteration. ``--epoch`` is the total number of epochs: a resumed run continues up to it.
 
-``--pseudo-labels 1`` (engine/pseudo_labels.py): no labels; every frame with k predecessors is a sample whose
+``--pseudo-labels 1`` (engine/teacher/pseudo_labels.py): no labels; every frame with k predecessors is a sample whose
 CE target is the keyframe net's prediction of it and whose KL target its logits, both from the teacher cache
-filled once before the first epoch (engine/teacher_cache.py) and cropped with the frames; validation scores
+filled once before the first epoch (engine/teacher/cache.py) and cropped with the frames; validation scores
 agreement with the keyframe net.
 
-``--time-budget S`` (engine.training.TimeBudget, shared with the keyframe-net stage): an epoch
+``--time-budget S`` (engine.training.loop.TimeBudget, shared with the keyframe-net stage): an epoch
 ends after the iteration in which the training time reaches S seconds; modes/train.py then validates,
 saves and stops.
 
@@ -40,13 +40,13 @@ from tqdm import tqdm
 from config.config import Config, to_dict
 from config.dataset_preset import DatasetPreset
 from engine import distributed as dist
-from engine.evaluation import eval_datasets, eval_distances, evaluate_model
-from engine.keyframe_cache import KeyframeCache, clip_keys
-from engine.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
+from engine.evaluation.protocol import eval_datasets, eval_distances, evaluate_model
+from engine.training.keyframe_cache import KeyframeCache, clip_keys
+from engine.training.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
 from engine.model_builder import build_model
-from engine.pseudo_labels import frame_sample_datasets, with_teacher_targets
+from engine.teacher.pseudo_labels import frame_sample_datasets, with_teacher_targets
 from engine.runs import preset_of, resolve_resume, run_dir, summary_dir
-from engine.training import (LOG_EVERY, TimeBudget, TrainState, batch_schedule, build_train_loaders, loader_limit,
+from engine.training.loop import (LOG_EVERY, TimeBudget, TrainState, batch_schedule, build_train_loaders, loader_limit,
                              next_batch, set_train_mode, set_trainable, train_transform, wrap_ddp)
 from models.checkpoints import FORMAT, gsvnet_checkpoint
 from models.gsvnet import GSVNet, lowres_size
@@ -120,7 +120,7 @@ def restore_training_state(parts: dict | None, path: Path | None, ctx: TrainCont
 def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tuple:
     """(keyframe logits or None, distillation teacher or None) from the frozen keyframe net, cached
     per clip with --cache-keyframes 1. With --pseudo-labels 1 the teacher comes with the batch (the
-    teacher cache's logits, cropped like the frames: engine/pseudo_labels.py)."""
+    teacher cache's logits, cropped like the frames: engine/teacher/pseudo_labels.py)."""
     cfg, model = ctx.cfg, ctx.model
     teacher = batch.get("teacher")
     teacher = teacher.to(ctx.device, non_blocking=True) if teacher is not None else None

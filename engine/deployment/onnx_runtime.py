@@ -7,7 +7,7 @@
 ``OnnxGSVNet`` has the three methods VideoPredictor calls on a GSVNet, with torch tensors in and out
 (CPU), so the host loop (keyframe schedule, kept state, ``.labels``) is the one of the PyTorch backend:
 ``keyframe(frame, scale)``, ``lowres_bgr(frame)``, ``propagate(prev_logits, prev_lowres, cur_lowres)``,
-and ``forward_clip`` for engine/evaluation.py. ``to``/``eval``/``train``/``to_channels_last`` return the
+and ``forward_clip`` for engine/evaluation/protocol.py. ``to``/``eval``/``train``/``to_channels_last`` return the
 object itself; BatchNorm is folded inside the graphs already, so it is passed with ``fold_bn=False``.
 Frames enter as uint8 (float frames must hold integer values 0–255).
 
@@ -32,7 +32,7 @@ from config.config import Config
 from config.dataset_preset import DatasetPreset
 from models.gsvnet import lowres_size
 
-# The format, version 1 (engine/onnx_export.py writes it)
+# The format, version 1 (engine/deployment/onnx_export.py writes it)
 FORMAT = "gsvnet-onnx/1"
 META_NAME = "gsvnet.json"
 PARTS = ("lowres", "keyframe", "propagate")

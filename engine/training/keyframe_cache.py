@@ -4,7 +4,7 @@ The keyframe net never changes during propagation training, so without random au
 (``--use-crop 0``) its logits for a given frame are the same every epoch. Caching them (on the CPU)
 makes an iteration cost only the flow net and the GSV: the demo's allowed shortcut (docs/deviations.md#demo-shortcuts).
 Label-free training (``--pseudo-labels 1``) keeps its teacher targets per frame on disk instead, under any
-augmentation (engine/teacher_cache.py).
+augmentation (engine/teacher/cache.py).
 """
 from __future__ import annotations
 

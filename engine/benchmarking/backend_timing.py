@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.onnx_export import export_onnx
-from engine.predictor import VideoPredictor
-from engine.step_timing import NEVER, NONKEY_PER_ROUND, time_interleaved
+from engine.deployment.onnx_export import export_onnx
+from engine.streaming.predictor import VideoPredictor
+from engine.benchmarking.step_timing import NEVER, NONKEY_PER_ROUND, time_interleaved
 from models.gsvnet import GSVNet
 
 

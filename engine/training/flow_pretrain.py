@@ -30,7 +30,7 @@ from dataset.build import build_dataset
 from dataset.cityscapes import clip_frame_names
 from dataset.synthetic import extras_paths, read_marker
 from engine import distributed as dist
-from engine.pseudo_labels import EVERY_FRAME_KINDS
+from engine.teacher.pseudo_labels import EVERY_FRAME_KINDS
 from engine.runs import data_root, run_dir
 from utils.optical_flow import DIS_PRESET, dis_flow, to_gray
 
@@ -107,7 +107,7 @@ class FlowPairs(Dataset):
 
 
 def flow_pairs_loader(ctx) -> DataLoader:
-    from engine.training import train_transform
+    from engine.training.loop import train_transform
     cfg, preset = ctx.cfg, ctx.preset
     root = data_root(cfg, preset)
     if cfg.pretrain_flow == "true" and read_marker(root) is None:
@@ -172,7 +172,7 @@ class LowresPairs:
 
 def _pairs_from_loader(ctx):
     """Endless (cur_lowres, prev_lowres, target, valid) batches from the DataLoader (DIS flow on augmented clips)."""
-    from engine.training import next_batch
+    from engine.training.loop import next_batch
     model, batches = ctx.model, cycle(flow_pairs_loader(ctx))
     while True:
         batch = next_batch(batches, "loading a flow pre-training batch")
@@ -185,9 +185,9 @@ def _pairs_from_loader(ctx):
 
 
 def pretrain_flow(ctx) -> float:
-    """Run the shortcut on ``ctx`` (an engine.propagation_training.TrainContext); returns the last mean EPE (1/8 px)."""
-    from engine.losses import autocast, stop_if_non_finite
-    from engine.training import set_train_mode
+    """Run the shortcut on ``ctx`` (an engine.training.propagation.TrainContext); returns the last mean EPE (1/8 px)."""
+    from engine.training.losses import autocast, stop_if_non_finite
+    from engine.training.loop import set_train_mode
     cfg, model = ctx.cfg, ctx.model
     if not cfg.train_optical_flow:
         raise ValueError("--pretrain-flow needs --train-optical-flow 1 (the flow net must be trainable)")

@@ -1,0 +1,2 @@
+"""Deployment: the ONNX graphs traced from the model and checked at every size (``onnx_export.py``) and those
+graphs on ONNX Runtime behind GSVNet's methods (``onnx_runtime.py``)."""
