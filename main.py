@@ -14,35 +14,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-from config.config import parse_args
-
-# mode -> (module, function); imported lazily so `--help` stays fast.
-_MODES = {
-    "export": ("modes.export", "run_export"),
-    "benchmark_video": ("modes.bench_video", "run_video_benchmark"),
-    "benchmark": ("modes.benchmark", "run_benchmark"),
-    "inference": ("modes.infer", "run_inference"),
-    "evaluate": ("modes.evaluate", "run_evaluation"),
-    "train_segnet": ("modes.train_segnet", "run_segnet_training"),
-    "train": ("modes.train", "run_training"),
-}
+from config.config import mode_of, parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, then run modes/<mode>.py ``run(cfg)`` (config/config.py MODES), imported only now so
+    that ``--help`` stays fast. Returns the exit code."""
     cfg = parse_args(argv)
-    mode = next((m for m in ("export", "benchmark_video", "benchmark", "inference", "evaluate", "train_segnet")
-                 if getattr(cfg, m)), "train")
-    module_name, func_name = _MODES[mode]
     from utils.allocator import keep_freed_memory  # process-wide allocator setting (CPU speed)
     keep_freed_memory()
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise
-        print(f"error: mode '{mode}' is not implemented yet ({module_name} is missing)", file=sys.stderr)
-        return 2
-    return int(getattr(module, func_name)(cfg) or 0)
+    return int(importlib.import_module(f"modes.{mode_of(cfg)}").run(cfg) or 0)
 
 
 if __name__ == "__main__":

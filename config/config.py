@@ -11,8 +11,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-FLOW_NETS = ("light", "flownet")
+from models.names import FLOW_NETS, FUSIONS
+
 DATASETS = ("synthetic", "cityscapes_2k", "cityscapes", "camvid", "folder", "vspw")
+# The modes, the one list: each is a field of Config (its flag) and a module modes/<name>.py with ``run(cfg)``.
+# When several are set validate() refuses; DEFAULT_MODE runs when none is.
+MODES = ("export", "benchmark_video", "benchmark", "inference", "evaluate", "train_segnet")
+DEFAULT_MODE = "train"
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -94,7 +99,7 @@ class Config:
     # --- optimisation -------------------------------------------------------------------------
     batch_size: int = _f(8, "Global batch size, divided among processes (as officially). Also used in eval.")
     epoch: int = _f(100, "Number of training epochs.")
-    lr: float = _f(0.01, "LR of the intra-frame net (and the ideal-delay kernels). The paper's text says 0.002.")
+    lr: float = _f(0.01, "LR of the intra-frame net. The paper's text says 0.002.")
     guide_lr: float = _f(0.04, "LR of the guiding network.")
     optical_flow_lr: float = _f(1e-4, "LR of the flow network.")
     segnet_lr: float = _f(1e-3, "LR of the keyframe net with --train-segnet 1 (Adam, poly decay).")
@@ -131,7 +136,7 @@ class Config:
     keyframe_only: bool = _f(False, "--evaluate: score the keyframe net alone on every annotated frame at "
                                     "--eval-scale (the image-segmentation baseline rows); no GSVNet checkpoint needed.")
     fusion: str = _f("gsv", "Propagation at evaluation: gsv (GSVNet), warp (flow warp only) or copy "
-                            "(keyframe logits reused) — the baselines.", choices=("gsv", "warp", "copy"))
+                            "(keyframe logits reused) — the baselines.", choices=FUSIONS)
     save_res: bool = _f(False, "Save each evaluated prediction (Cityscapes labelIds PNG + colour PNG per k).")
     save_seq_res: bool = _f(False, "Also save the prediction of every frame of each evaluated clip.")
     ResFolderName: str = _f("", "Sub-folder for saved predictions / this eval run. Empty: a timestamp.")
@@ -237,11 +242,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
 
 def validate(cfg: Config) -> None:
     """Reject flag combinations that cannot work, naming the flags."""
-    modes = [n for n in ("export", "evaluate", "inference", "benchmark", "benchmark_video", "train_segnet")
-             if getattr(cfg, n)]
+    modes = [n for n in MODES if getattr(cfg, n)]
     if len(modes) > 1:
-        raise SystemExit(f"error: choose one of --export/--evaluate/--inference/--benchmark/--benchmark-video/"
-                         f"--train-segnet, got {modes}")
+        raise SystemExit(f"error: choose one of {'/'.join(_flag(m) for m in MODES)}, got {modes}")
     if any(k < 1 for k in cfg.multi_step) or any(k < 1 for k in cfg.eval_multi_step):
         raise SystemExit("error: --multi-step and --eval-multi-step take distances >= 1")
     if cfg.inference and not cfg.input:
@@ -265,11 +268,10 @@ def validate(cfg: Config) -> None:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be in (0, 2]")
 
 
+def mode_of(cfg: Config) -> str:
+    """The mode the flags choose: the first of MODES that is set, else DEFAULT_MODE."""
+    return next((m for m in MODES if getattr(cfg, m)), DEFAULT_MODE)
+
+
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
-
-
-def from_dict(d: dict) -> Config:
-    """Rebuild a Config from a saved dict, ignoring keys this version does not know."""
-    names = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in d.items() if k in names})

@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import os
 import sys
+import time
 import traceback
 import warnings
 from typing import Iterator, NamedTuple
@@ -184,3 +185,10 @@ def shard_indices(n: int, rank: int, world: int) -> list[int]:
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"rank/world: expected 0 <= rank < world, got rank={rank}, world={world}")
     return list(range(rank * n // world, (rank + 1) * n // world))
+
+
+def shared_timestamp() -> str:
+    """Rank 0's time stamp (``%Y%m%d_%H%M%S``) on every rank, so that all ranks agree on folder names."""
+    now = torch.tensor([int(time.time()) if is_main() else 0], dtype=torch.int64)
+    all_reduce_sum(now)
+    return time.strftime("%Y%m%d_%H%M%S", time.localtime(int(now.item())))

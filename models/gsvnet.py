@@ -28,11 +28,10 @@ from models.flownet import build_flow_net
 from models.gsv import GSV
 from models.keyframe_net import (Normalisation, build_keyframe_net, check_logits, default_normalisation,
                                  parse_spec, propagation_normalisation, read_logits)
+from models.names import FLOW_NETS, FUSIONS
 from models.resize import bilinear_taps, resize, resize_bilinear, shrink_uint8
 from models.warp import FLOW_DIVISOR, warp
 
-FLOWS = ("light", "flownet")
-FUSIONS = ("gsv", "warp", "copy")
 OUTPUT_STRIDE = 8  # propagation happens on the (H//8, W//8) grid
 # --segnet-input-range (the scale the keyframe net sees) -> the divisor a 0–255 frame gets first
 INPUT_RANGE_DIVISOR = {1: 255.0, 255: 1.0}
@@ -63,21 +62,6 @@ def normalisation_dict(norm: Normalisation) -> dict:
     """Plain-typed form stored in checkpoints: RGB mean/std and the divisor of a 0–255 frame."""
     return {"mean": [float(v) for v in norm.mean], "std": [float(v) for v in norm.std],
             "divisor": float(norm.as_divisor())}
-
-
-def normalisation_from_dict(d: dict) -> Normalisation:
-    return Normalisation(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]), float(d["divisor"]))
-
-
-def segnet_normalisation(segnet: str) -> tuple[tuple[float, ...], tuple[float, ...], float]:
-    """(RGB mean, RGB std, divisor applied first) of a keyframe net's default input (older callers)."""
-    norm = default_normalisation(segnet)
-    return norm.mean, norm.std, norm.as_divisor()
-
-
-def build_segnet(name: str, num_classes: int) -> nn.Module:
-    """A random-init keyframe net of any spec (older callers; see models/keyframe_net.py)."""
-    return build_keyframe_net(name, num_classes)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -121,8 +105,8 @@ class GSVNet(nn.Module):
     def __init__(self, segnet: nn.Module, flow_net: nn.Module, gsv: nn.Module, *, segnet_name: str,
                  flow_name: str, keyframe_norm: Normalisation | None = None, num_classes: int | None = None):
         super().__init__()
-        if flow_name not in FLOWS:
-            raise ValueError(f"flow must be one of {FLOWS}, got {flow_name!r}")
+        if flow_name not in FLOW_NETS:
+            raise ValueError(f"flow must be one of {FLOW_NETS}, got {flow_name!r}")
         self.segnet, self.flow_net, self.gsv = segnet, flow_net, gsv
         self.spec = parse_spec(segnet_name)
         self.segnet_name, self.flow_name = self.spec.spec, flow_name

@@ -5,7 +5,6 @@ metrics.json + config.json into logs/run/{dataset}/{segnet}_{checkname}/eval_{na
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,13 +30,6 @@ checkpoint or weights/gsvnet_<net>_r18.tar) or --resume PATH. (--fusion copy and
 need no checkpoint.)
 ************************************************************************************************
 """
-
-
-def _shared_timestamp() -> str:
-    """Rank 0's time stamp on every rank, so all ranks agree on folder names."""
-    now = torch.tensor([int(time.time()) if dist.is_main() else 0], dtype=torch.int64)
-    dist.all_reduce_sum(now)
-    return time.strftime("%Y%m%d_%H%M%S", time.localtime(int(now.item())))
 
 
 def _describe(cfg: Config, metrics: dict, resume: Path | None) -> str:
@@ -77,7 +69,7 @@ def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
         if resume is None and not cfg.keyframe_only and cfg.fusion != "copy" and dist.is_main():
             print(RANDOM_WARNING, file=sys.stderr, flush=True)
         model, _ = build_model(cfg, preset, device, resume=resume)
-    name = cfg.ResFolderName or _shared_timestamp()
+    name = cfg.ResFolderName or dist.shared_timestamp()
     saving = cfg.save_res or cfg.save_seq_res
     final_pred, staging = pred_dir(cfg, name), staging_dir(pred_dir(cfg, name))
     if saving and dist.is_main():
@@ -107,7 +99,7 @@ def _evaluate_and_publish(cfg: Config, device: torch.device) -> int:
     return 0
 
 
-def run_evaluation(cfg: Config) -> int:
+def run(cfg: Config) -> int:
     """``--evaluate 1``: evaluate once (mIoU, and TC unless ``--temporal-consistency 0``), print the table,
     write metrics.json + config.json into logs/run/{dataset}/{segnet}_{checkname}/eval_{ResFolderName or
     time stamp}/. Returns the exit code: 0, or 1 with a one-line error naming the problem (missing

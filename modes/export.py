@@ -40,5 +40,5 @@ def export(cfg: Config, device: torch.device) -> int:
     return 0
 
 
-def run_export(cfg: Config) -> int:
+def run(cfg: Config) -> int:
     return run_job(cfg, export, distributed=False)

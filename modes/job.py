@@ -1,4 +1,4 @@
-"""The one job wrapper every mode runs in, and the one list of user errors.
+"""The one job wrapper every mode runs in (the list of user errors is utils/errors.py ``USER_ERRORS``).
 
 A user error (a missing dataset, weights or input file, a checkpoint that does not fit, a bad flag
 value, a corrupt file, a loss that became NaN) ends the run with exit code 1 and a one-line message
@@ -17,23 +17,7 @@ import torch
 from config.config import Config
 from engine import distributed as dist
 from utils.device import resolve_device
-from utils.errors import UserError
-
-# UserError (utils/errors.py; NonFiniteLossError is one) is raised at the project's own user-facing sites;
-# the loaders and parsers name missing files and bad values with the OSError family and ValueError. A
-# DataLoader worker re-raises each with its own type. Other OSErrors (a full disk while saving) and every
-# other RuntimeError keep their traceback: they are not about what the user asked for.
-USER_ERRORS = (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError)
-
-
-def error_text(err: BaseException) -> str:
-    """The message of ``err``; for an error re-raised from a DataLoader worker, only the original
-    exception's line (the worker's traceback is noise for a missing or corrupt file)."""
-    text = str(err)
-    if "DataLoader worker" in text and "Traceback" in text:
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        return lines[-1] if lines else text
-    return text
+from utils.errors import USER_ERRORS, error_text
 
 
 def run_job(cfg: Config, job: Callable[[Config, torch.device], int], distributed: bool = True) -> int:

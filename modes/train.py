@@ -42,6 +42,6 @@ def train(cfg: Config, device: torch.device) -> int:
     return 0
 
 
-def run_training(cfg: Config) -> int:
+def run(cfg: Config) -> int:
     """Default mode: train the flow net + GSV. Returns the exit code (see run_job)."""
     return run_job(cfg, train)

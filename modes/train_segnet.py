@@ -49,6 +49,6 @@ def train_segnet(cfg: Config, device: torch.device) -> int:
     return 0
 
 
-def run_segnet_training(cfg: Config) -> int:
+def run(cfg: Config) -> int:
     """``--train-segnet 1``. Returns the exit code (1 with a one-line error for user errors)."""
     return run_job(cfg, train_segnet)

@@ -1,5 +1,6 @@
-"""modes/bench_video.py: the summary arithmetic on hand-made numbers, the process age, and a smoke run of
-``main.py --benchmark-video`` on a tiny clip that writes both report files with the expected keys."""
+"""engine/benchmarking/ video_benchmark.py, video_report.py, machine.py: the summary arithmetic on hand-made
+numbers, the process age, and a smoke run of ``main.py --benchmark-video`` on a tiny clip that writes both report
+files with the expected keys."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import main
-from modes import bench_video
+from engine.benchmarking import machine, video_report
 
 
 def job(l: int, frames: int, seconds: float, none: bool = False) -> dict:
@@ -22,24 +23,24 @@ def job(l: int, frames: int, seconds: float, none: bool = False) -> dict:
 def test_summary_rows_by_hand():
     jobs = [job(1, 10, 5.0), job(1, 10, 4.0, none=True), job(3, 10, 2.0), job(3, 10, 1.6, none=True)]
     step = {"fps": {1: 2.5, 3: 6.0}, "speedup": {1: 1.0, 3: 2.4}}
-    one, three = bench_video._summary_rows(jobs, step, [1, 3])
+    one, three = video_report.summary_rows(jobs, step, [1, 3])
     assert one["speedup"] == pytest.approx(1.0) and one["none_ratio"] == pytest.approx(1.0)
     # l=3: 0.5 s -> 0.2 s per frame = 2.5×, against 2.4× at step level; --save none 6.25 vs 6.0 frames/s
     assert three["speedup"] == pytest.approx(2.5) and three["speedup_ratio"] == pytest.approx(2.5 / 2.4)
     assert three["none_fps"] == pytest.approx(6.25) and three["none_ratio"] == pytest.approx(6.25 / 6.0)
-    lines = bench_video._targets([one, three], {"total_s": 3.5})
+    lines = video_report.targets([one, three], {"total_s": 3.5})
     assert any("l=3: job speedup 2.50× = 104.2 %" in t and t.endswith("met") for t in lines)
     assert lines[-1].endswith("MISSED")  # 3.5 s > 3 s start-up
     # no l=1 job: no job speedup to compare
-    assert bench_video._summary_rows(jobs[2:], step, [3])[0]["speedup"] is None
+    assert video_report.summary_rows(jobs[2:], step, [3])[0]["speedup"] is None
 
 
 def test_process_age():
-    age = bench_video.process_age_s()
+    age = machine.process_age_s()
     uptime = float(Path("/proc/uptime").read_text().split()[0])
     assert age is not None and 0 < age < uptime
     time.sleep(0.05)
-    assert bench_video.process_age_s() >= age  # clock ticks: 10 ms steps
+    assert machine.process_age_s() >= age  # clock ticks: 10 ms steps
 
 
 def test_benchmark_video_smoke(tmp_path, capsys):
@@ -81,9 +82,9 @@ def test_missing_video_is_a_clear_error(tmp_path, capsys):
 
 def test_contention_note_and_other_load():
     step = {"other_processes_cpu": 0.0}
-    assert bench_video._contention(step, [{"other_processes_cpu": 0.05}, {"other_processes_cpu": None}]) == ""
-    note = bench_video._contention(step, [{"other_processes_cpu": 0.02}, {"other_processes_cpu": 0.3}])
+    assert video_report.contention(step, [{"other_processes_cpu": 0.05}, {"other_processes_cpu": None}]) == ""
+    note = video_report.contention(step, [{"other_processes_cpu": 0.02}, {"other_processes_cpu": 0.3}])
     assert "up to 30 %" in note
-    with bench_video.OtherLoad() as other:
+    with machine.OtherLoad() as other:
         sum(range(2_000_000))
     assert other.fraction is not None and 0.0 <= other.fraction <= 1.0

@@ -12,7 +12,7 @@ FOREIGN = ("DESIGN.md", "official_gsvnet.md", "peers_and_protocols.md", "../shar
 def repo_texts() -> dict[Path, str]:
     files = [REPO / "README.md", *sorted(REPO.glob("docs/*.md"))]
     for folder in ("config", "dataset", "engine", "models", "modes", "tools", "utils", "tests"):
-        files += sorted((REPO / folder).glob("*.py"))
+        files += sorted((REPO / folder).rglob("*.py"))
     return {p: p.read_text() for p in files + [REPO / "main.py"] if p.is_file()}
 
 
@@ -43,17 +43,25 @@ def test_readme_flags_exist_in_the_parser():
 
 
 def package_files() -> list[str]:
-    return sorted(f"{p.parent.name}/{p.name}" for folder in ("config", "dataset", "engine", "models", "modes",
-                                                             "tools", "utils")
-                  for p in (REPO / folder).glob("*.py") if p.name != "__init__.py")
+    """Every module of the code folders at any depth, e.g. ``engine/streaming/predictor.py``."""
+    return sorted(str(p.relative_to(REPO)) for folder in ("config", "dataset", "engine", "models", "modes", "tools",
+                                                          "utils")
+                  for p in (REPO / folder).rglob("*.py") if p.name != "__init__.py")
+
+
+def sub_packages() -> list[str]:
+    """Folders below the top ones that hold code, e.g. ``engine/streaming/``."""
+    return sorted({str(Path(f).parent) + "/" for f in package_files() if len(Path(f).parts) > 2})
 
 
 def test_architecture_doc_names_every_module():
     text = (REPO / "docs" / "architecture.md").read_text()
-    assert [f for f in package_files() if f.split("/")[1] not in text] == []
+    assert [f for f in package_files() if Path(f).name not in text] == []
+    assert [d for d in sub_packages() if d not in text] == []
 
 
 def test_readme_layout_matches_the_tree():
     text = (REPO / "README.md").read_text()
     layout = text[text.index("## Layout"):text.index("## Using it")]
-    assert [f for f in package_files() if f.split("/")[1][:-3] not in layout] == []
+    assert [f for f in package_files() if Path(f).stem not in layout] == []
+    assert [d for d in sub_packages() if d.split("/", 1)[1] not in layout] == []

@@ -2,7 +2,10 @@
 
 Layers, top to bottom: tools/ → main.py → modes/ → engine/ → config/ → models/, dataset/, utils/ (the
 Config may validate a keyframe-net spec with models/; models/, dataset/ and utils/ never see the Config).
-Every import counts, also the ones inside functions (lazy imports are still dependencies).
+Inside engine/ the sub-packages are layers too (ENGINE_LAYERS): the public re-exports on top, then benchmarking
+and training, streaming, evaluation, teacher and deployment, and the shared modules (distributed, runs,
+model_builder) at the bottom. Every module at every depth of sub-package counts, and every import, also the
+ones inside functions (lazy imports are still dependencies).
 """
 from __future__ import annotations
 
@@ -11,13 +14,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = {"tools": 5, "main": 4, "modes": 3, "engine": 2, "config": 1, "models": 0, "dataset": 0, "utils": 0}
+# engine/ inside: the longest matching prefix gives a module's layer; engine's own modules not listed are shared (0).
+ENGINE_LAYERS = {"engine.inference": 6, "engine.keyframe_policy": 6, "engine.benchmarking": 5, "engine.training": 5,
+                 "engine.streaming": 4, "engine.evaluation": 3, "engine.teacher": 2, "engine.deployment": 2,
+                 "engine.distributed": 0, "engine.runs": 0, "engine.model_builder": 0, "engine": 0}
+
+
+def module_name(path: Path) -> str:
+    """``engine/streaming/predictor.py`` -> ``engine.streaming.predictor``; a package's ``__init__.py`` -> the package."""
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def project_modules() -> dict[str, Path]:
     mods = {"main": REPO / "main.py"}
     for package in LAYERS:
-        for path in sorted((REPO / package).glob("*.py")) if (REPO / package).is_dir() else []:
-            mods[f"{package}.{path.stem}" if path.stem != "__init__" else package] = path
+        for path in sorted((REPO / package).rglob("*.py")) if (REPO / package).is_dir() else []:
+            mods[module_name(path)] = path
     return mods
 
 
@@ -39,8 +52,15 @@ def import_graph() -> dict[str, set[str]]:
     return {m: imports_of(p, m, set(mods)) for m, p in mods.items()}
 
 
-def layer(module: str) -> int:
-    return LAYERS[module.split(".")[0]]
+def engine_layer(module: str) -> int:
+    """The layer of an engine module: its longest prefix in ENGINE_LAYERS (KeyError: a module no layer names)."""
+    prefixes = [p for p in ENGINE_LAYERS if module == p or module.startswith(p + ".")]
+    return ENGINE_LAYERS[max(prefixes, key=len)]
+
+
+def layer(module: str) -> tuple[int, int]:
+    top = module.split(".")[0]
+    return LAYERS[top], engine_layer(module) if top == "engine" else 0
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -87,3 +107,27 @@ def test_readme_shows_a_working_import():
     from engine.inference import VideoPredictor
     from engine.streaming.predictor import VideoPredictor as Moved
     assert VideoPredictor is Moved
+
+
+def test_the_walk_sees_every_depth_and_every_engine_module_has_a_layer():
+    mods = project_modules()
+    assert {"engine.streaming.predictor", "engine.training.loop", "engine.benchmarking.machine"} <= set(mods)
+    assert module_name(REPO / "dataset" / "a" / "b" / "c.py") == "dataset.a.b.c"  # any depth
+    assert module_name(REPO / "engine" / "a" / "__init__.py") == "engine.a"
+    shared = ("engine", "engine.distributed", "engine.runs", "engine.model_builder")
+    assert [m for m in mods if m.split(".")[0] == "engine" and engine_layer(m) == 0 and m not in shared] == []
+    assert layer("engine.streaming.video_job") == (2, 4) and layer("engine.training.loop") == (2, 5)
+
+
+def test_a_hand_made_upward_import_is_seen():
+    graph = {"engine.teacher.cache": {"engine.training.loop"}, "engine.training.loop": {"engine.teacher.cache"}}
+    assert [f"{a} -> {b}" for a, deps in graph.items() for b in deps if layer(b) > layer(a)] == [
+        "engine.teacher.cache -> engine.training.loop"]
+
+
+def test_every_engine_package_says_what_it_owns():
+    """engine/ and each of its sub-packages has an ``__init__.py`` with a docstring."""
+    folders = [REPO / "engine"] + [p for p in (REPO / "engine").rglob("*") if p.is_dir() and p.name != "__pycache__"]
+    missing = [str(f.relative_to(REPO)) for f in folders if not (f / "__init__.py").is_file()
+               or ast.get_docstring(ast.parse((f / "__init__.py").read_text())) is None]
+    assert missing == []

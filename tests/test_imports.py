@@ -26,8 +26,8 @@ HEAVY = ("torchvision", "onnxruntime", "onnx", "onnxscript", "transformers", "ma
 # with its first kernel) only the CPU kernels need.
 NEVER_FOR_SWIFTNET = {"torchvision", "onnxruntime", "onnx", "onnxscript", "transformers", "matplotlib", "tensorboard",
                       "torch.utils.tensorboard", "sympy", "torch._dynamo", "skvideo"}
-MODES = ("modes.infer", "modes.evaluate", "modes.train", "modes.train_segnet", "modes.benchmark",
-         "modes.bench_video", "modes.export", "engine.inference")
+MODES = ("modes.inference", "modes.evaluate", "modes.train", "modes.train_segnet", "modes.benchmark",
+         "modes.benchmark_video", "modes.export", "engine.inference")
 PROBE = """import json, sys
 {body}
 print("HEAVY=" + json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))

@@ -372,7 +372,7 @@ def test_video_codec_without_pyav(env, tmp_path, capsys, monkeypatch):
     """--video-codec h264 without PyAV: a named error before any work; the default then falls back to mp4v
     with one note for the whole run (a corpus of two videos here)."""
     from dataset import video
-    from modes import infer
+    from engine.streaming import inference_job as infer
     monkeypatch.setattr(video, "h264_available", lambda: False)
     monkeypatch.setattr(infer, "h264_available", lambda: False)
     load = infer._load_predictor
@@ -488,7 +488,7 @@ def test_single_video_that_cannot_be_read_is_an_error(env, tmp_path, capsys, mon
     """One unreadable video fails at once, before the model loads; one that stops decoding early fails at its
     end; neither leaves output."""
     pytest.importorskip("av")
-    from modes import infer
+    from engine.streaming import inference_job as infer
     folder = tmp_path / "in"
     folder.mkdir()
     expected = bad_videos(folder)[bad].format(folder / f"{bad}.mp4")

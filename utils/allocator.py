@@ -20,11 +20,23 @@ def keep_freed_memory() -> bool:
     mapped and unmapped per use, so the resident size stays bounded by the peak of the smaller blocks.
     Process-wide, so only main.py calls it. Returns False where it does not apply (not glibc).
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl or another libc without mallopt
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+
+
+def heap_is_kept() -> bool:
+    """Whether ``keep_freed_memory`` applies here (glibc's ``mallopt`` exists): main.py calls it before every
+    mode, so a report can say so without calling it a second time."""
+    return _mallopt() is not None
+
+
+def _mallopt():
+    """glibc's ``mallopt``, or None (not Linux, or musl or another libc without it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None

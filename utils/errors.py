@@ -12,3 +12,20 @@ from __future__ import annotations
 
 class UserError(RuntimeError):
     """Something the user asked for cannot be done; the message names the file or flag and what was expected."""
+
+
+# UserError is raised at the project's own user-facing sites; the loaders and parsers name missing files and bad
+# values with the OSError family and ValueError. A DataLoader worker re-raises each with its own type. Other
+# OSErrors (a full disk while saving) and every other RuntimeError keep their traceback: they are not about what
+# the user asked for.
+USER_ERRORS = (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError)
+
+
+def error_text(err: BaseException) -> str:
+    """The message of ``err``; for an error re-raised from a DataLoader worker, only the original
+    exception's line (the worker's traceback is noise for a missing or corrupt file)."""
+    text = str(err)
+    if "DataLoader worker" in text and "Traceback" in text:
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else text
+    return text

@@ -33,10 +33,14 @@ def to_json(obj: Any, indent: int | None = None) -> str:
     return json.dumps(_strict_json(to_plain(obj)), indent=indent, allow_nan=False)
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` as UTF-8 atomically (temp file + rename); creates parent folders."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically (temp file + rename); creates parent folders."""
-    text = to_json(obj, indent=2) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return write_text(path, to_json(obj, indent=2) + "\n")
 
 
 def git_commit(repo_dir: str | os.PathLike = ".") -> str | None:

@@ -172,7 +172,8 @@ def throughput_table(t_key: dict[str, float], t_nonkey: float, f_key: dict[str, 
 
 
 # --- markdown -------------------------------------------------------------------------------------
-def _fmt(x: float | None, digits: int = 2) -> str:
+def fmt(x: float | None, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, or a dash for a missing value (the tables of both benchmark reports)."""
     return "—" if x is None else f"{x:.{digits}f}"
 
 
@@ -189,7 +190,7 @@ def _header(result: dict) -> list[str]:
              "- times are VideoPredictor.step(); \"+ labels\" adds the full-resolution upsample + argmax "
              "(.labels); FLOPs from FlopCounterMode (2 per multiply-add; upsample/argmax/warp not counted)",
              f"- inference optimisations: {s.get('optimisations', 'none recorded')}"]
-    loads = [_fmt(v) for v in m.get("load_average", [])]
+    loads = [fmt(v) for v in m.get("load_average", [])]
     if loads:
         lines.append(f"- 1-minute load average at start / end: {' / '.join(loads)}")
     for note in (s.get("note"), m.get("contention")):
@@ -206,19 +207,19 @@ def _time_rows(result: dict) -> list[str]:
             "|---|---:|---:|---:|---:|---:|---:|"]
     for scale, times in t["keyframe"].items():
         fl = f["keyframe"][scale]
-        rows.append(f"| keyframe @{scale} | {_fmt(times['step']['median_ms'], 1)} | "
-                    f"{_fmt(times['step_labels']['median_ms'], 1)} | "
-                    f"{_fmt(1000 / times['step_labels']['median_ms'])} | {_fmt(fl['gflops'])} | "
-                    f"{_fmt(fl['gmacs'])} | {_fmt(paper_key.get(scale), 1)} |")
+        rows.append(f"| keyframe @{scale} | {fmt(times['step']['median_ms'], 1)} | "
+                    f"{fmt(times['step_labels']['median_ms'], 1)} | "
+                    f"{fmt(1000 / times['step_labels']['median_ms'])} | {fmt(fl['gflops'])} | "
+                    f"{fmt(fl['gmacs'])} | {fmt(paper_key.get(scale), 1)} |")
     nk, fl = t["nonkeyframe"], f["nonkeyframe"]
     paper_non = PAPER["gmacs_nonkeyframe"] if result["settings"]["flow"] == "light" else None
-    rows.append(f"| non-keyframe (flow + warp + GSV) | {_fmt(nk['step']['median_ms'], 1)} | "
-                f"{_fmt(nk['step_labels']['median_ms'], 1)} | {_fmt(1000 / nk['step_labels']['median_ms'])} | "
-                f"{_fmt(fl['gflops'])} | {_fmt(fl['gmacs'])} | {_fmt(paper_non, 1)} |")
-    upsample_ms = _fmt(t["upsample_argmax"]["median_ms"], 1)
+    rows.append(f"| non-keyframe (flow + warp + GSV) | {fmt(nk['step']['median_ms'], 1)} | "
+                f"{fmt(nk['step_labels']['median_ms'], 1)} | {fmt(1000 / nk['step_labels']['median_ms'])} | "
+                f"{fmt(fl['gflops'])} | {fmt(fl['gmacs'])} | {fmt(paper_non, 1)} |")
+    upsample_ms = fmt(t["upsample_argmax"]["median_ms"], 1)
     rows.append(f"| upsample + argmax alone | — | {upsample_ms} | — | — | — | — |")
     rows += ["", "| keyframe scale | t_nonkey / t_key (step) | t_nonkey / t_key (+ labels) |", "|---|---:|---:|"]
-    rows += [f"| {scale} | {_fmt(r['step'], 3)} | {_fmt(r['step_labels'], 3)} |"
+    rows += [f"| {scale} | {fmt(r['step'], 3)} | {fmt(r['step_labels'], 3)} |"
              for scale, r in result["ratios"].items()]
     return rows + [""]
 
@@ -228,8 +229,8 @@ def _throughput_rows(result: dict) -> list[str]:
             "| keyframe scale | l | FPS | speedup vs l=1 | FLOP-ratio limit | avg GMACs / frame |",
             "|---|---:|---:|---:|---:|---:|"]
     for scale, table in result["throughput"].items():
-        rows += [f"| {scale} | {r['l']} | {_fmt(r['fps'])} | {_fmt(r['speedup'])} | "
-                 f"{_fmt(r['flop_ratio_limit'])} | {_fmt(r['avg_gmacs'])} |" for r in table]
+        rows += [f"| {scale} | {r['l']} | {fmt(r['fps'])} | {fmt(r['speedup'])} | "
+                 f"{fmt(r['flop_ratio_limit'])} | {fmt(r['avg_gmacs'])} |" for r in table]
     p = PAPER["fps"]
     rows += ["", f"Paper (GTX 1080Ti, 0.75): GSVNet-SN-R18 l=3 {p['gsvnet_swiftnet_l3']} FPS vs SwiftNet-R18 "
                  f"{p['swiftnet_r18']} FPS; avg {PAPER['gmacs_avg_l3_swiftnet']} GMACs / frame at l=3.", ""]
@@ -241,7 +242,7 @@ def _param_rows(result: dict) -> list[str]:
     paper_by_module = {"segnet": paper.get(result["settings"]["segnet"]),
                        "total": paper["gsvnet_swiftnet_total"] if result["settings"]["segnet"] == "swiftnet" else None}
     rows = ["## Parameters", "", "| module | parameters | MB (float32) | paper MB |", "|---|---:|---:|---:|"]
-    rows += [f"| {name} | {p['count']:,} | {_fmt(p['mb'])} | {_fmt(paper_by_module.get(name), 1)} |"
+    rows += [f"| {name} | {p['count']:,} | {fmt(p['mb'])} | {fmt(paper_by_module.get(name), 1)} |"
              for name, p in result["params"].items()]
     return rows + [""]
 
@@ -250,17 +251,17 @@ def _stream_rows(stream: dict | None) -> list[str]:
     if not stream:
         return []
     rows = [f"## Streaming memory ({stream['frames']} frames, l = {stream['key_interval']}, .labels every frame)",
-            "", f"Measured stream throughput: {_fmt(stream['fps'])} FPS (step + labels, after the first interval).",
+            "", f"Measured stream throughput: {fmt(stream['fps'])} FPS (step + labels, after the first interval).",
             "", "| series | first MB | last MB | max MB | growth MB (since frame) | flat |",
             "|---|---:|---:|---:|---:|---|"]
     for name, g in stream["memory"].items():
-        rows.append(f"| {name} | {_fmt(g['first_mb'], 1)} | {_fmt(g['last_mb'], 1)} | {_fmt(g['max_mb'], 1)} | "
-                    f"{_fmt(g['growth_mb'], 1)} (frame {g['ref_frame']}) | {'yes' if g['flat'] else 'NO'} |")
+        rows.append(f"| {name} | {fmt(g['first_mb'], 1)} | {fmt(g['last_mb'], 1)} | {fmt(g['max_mb'], 1)} | "
+                    f"{fmt(g['growth_mb'], 1)} (frame {g['ref_frame']}) | {'yes' if g['flat'] else 'NO'} |")
     return rows + [""]
 
 
 def render_markdown(result: dict) -> str:
-    """The report of :func:`modes.benchmark.run_benchmark`'s result dict as markdown."""
+    """The report of the ``--benchmark 1`` result dict (engine/benchmarking/frame_benchmark.py) as markdown."""
     lines = (_header(result) + _time_rows(result) + _throughput_rows(result) + _param_rows(result)
              + _stream_rows(result.get("stream")))
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""``--inference 1``: predict every frame of a video, image folder, camera, dataset split or video corpus.
+"""The ``--inference 1`` job: predict every frame of a video, image folder, camera, dataset split or video corpus.
 
     python main.py --inference 1 --input drive.mp4 --resume 1 --key-interval 3
     python main.py --inference 1 --input val --dataset cityscapes --resume 1 --save-labelids 1
@@ -33,132 +33,28 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
-import numpy as np
 import torch
 
 from config.config import Config
 from config.dataset_preset import DatasetPreset
-from dataset.video import h264_available, open_frames, read_rgb
+from dataset.video import h264_available, open_frames
 from dataset.video_corpus import (MANIFEST_COLUMNS, MANIFEST_NAME, failed_videos, is_corpus, list_videos, manifest,
                                   shard_by_frames, shard_counts, unique_stems)
 from engine import distributed as dist
-from engine.model_builder import build_model
 from engine.deployment.onnx_runtime import onnx_model_for
-from engine.streaming.predictor import VideoPredictor
-from engine.runs import data_root, pred_dir, preset_of, resolve_resume, timestamp
 from engine.evaluation.save_results import SUMMARY_NAME, is_complete, parse_outputs
-from engine.streaming.video_job import Item, make_predictor, run_to_folder, warm_up
-from modes.job import USER_ERRORS, error_text, run_job
+from engine.model_builder import build_model
+from engine.runs import pred_dir, preset_of, resolve_resume, timestamp
+from engine.streaming.input_plan import DEFAULT_FPS, plan_input
+from engine.streaming.predictor import VideoPredictor
+from engine.streaming.video_job import make_predictor, run_to_folder, warm_up
+from utils.errors import USER_ERRORS, error_text
 from utils.logging import write_json
 from utils.temporal_consistency import StreamingTC
-
-SPLITS = ("train", "val", "test")
-DEFAULT_FPS = {"cityscapes": 17.0, "camvid": 30.0, "vspw": 15.0, "folder": 30.0}  # capture rates (folder: a guess)
-
-
-@dataclass
-class Snippet:
-    """A run of consecutive frames; the predictor is reset before each one."""
-    frames: Callable[[], Iterable[tuple[str, np.ndarray]]]  # yields (name, RGB uint8 H×W×3)
-    length: int | None
-
-
-@dataclass
-class InputPlan:
-    snippets: list[Snippet]
-    fps: float                # of the overlay video
-    live: bool                # a camera: runs until interrupted
-    video_fps: float | None   # the source's own frame rate (None: image folder, dataset split, unknown)
-
-    @property
-    def total(self) -> int | None:
-        lengths = [s.length for s in self.snippets]
-        return None if any(n is None for n in lengths) else sum(lengths)
-
-    def items(self) -> Iterator[Item]:
-        """(name, frame, first frame of a snippet) for every frame, in order."""
-        for snippet in self.snippets:
-            for index, (name, frame) in enumerate(snippet.frames()):
-                yield name, frame, index == 0
-
-
-def _paths_snippet(paths: list[Path]) -> Snippet:
-    return Snippet(lambda: ((p.stem, read_rgb(p)) for p in paths), len(paths))
-
-
-def _consecutive_runs(paths: list[Path], number: Callable[[Path], int]) -> list[list[Path]]:
-    """Split frame paths (sorted by number) where the frame numbers jump."""
-    runs: list[list[Path]] = []
-    for path in paths:
-        if runs and number(path) == number(runs[-1][-1]) + 1:
-            runs[-1].append(path)
-        else:
-            runs.append([path])
-    return runs
-
-
-def _cityscapes_snippets(root: str, split: str) -> list[Snippet]:
-    """Every 30-frame snippet of the split, one per annotated frame (a long sequence such as
-    frankfurt_000000 holds several; ``snippet_frames`` returns the run around each GT)."""
-    from dataset.cityscapes import CityscapesSequence
-    ds = CityscapesSequence(root, split, 0, with_label=False)
-    return [_paths_snippet(ds.snippet_frames(name)) for name in ds.names]
-
-
-def _camvid_snippets(root: str, split: str) -> list[Snippet]:
-    """One snippet per sequence: every extracted frame from the split's first to its last labelled frame."""
-    from dataset.camvid import CamVidSequence, split_name
-    ds = CamVidSequence(root, split, 0, with_label=False, video_protocol=False)
-    ranges: dict[tuple[str, str], list[int]] = {}
-    for name in ds.names:
-        seq, prefix, number = split_name(name)
-        ranges.setdefault((seq, prefix), []).append(number)
-    out = []
-    for (seq, prefix), numbers in ranges.items():
-        folder = Path(root) / "frames" / seq
-        paths = sorted((p for p in folder.glob(f"{prefix}*.png")
-                        if p.stem[len(prefix):].isdigit() and min(numbers) <= split_name(p.stem)[2] <= max(numbers)),
-                       key=lambda p: split_name(p.stem)[2])
-        if not paths:
-            raise FileNotFoundError(f"no extracted frames {folder}/{prefix}*.png for the CamVid {split} split "
-                                    "(extract them with python -m dataset.camvid_frames)")
-        out += [_paths_snippet(run) for run in _consecutive_runs(paths, lambda p: split_name(p.stem)[2])]
-    return out
-
-
-def _clip_folder_snippets(preset: DatasetPreset, root: str, split: str) -> list[Snippet]:
-    """One snippet per clip folder / VSPW video, its frames named ``<clip>/<frame stem>`` (stems repeat
-    across clips)."""
-    from dataset.whole_clips import whole_clips
-
-    def frames(clip):
-        return ((f"{clip.name}/{p.stem}", read_rgb(p)) for p in clip.frame_paths)
-    return [Snippet(lambda clip=clip: frames(clip), len(clip)) for clip in whole_clips(preset, split, root)]
-
-
-def plan_input(cfg: Config, preset: DatasetPreset) -> InputPlan:
-    """--input as snippets: a dataset split name (when no such path exists), else a video file, an
-    image folder, a single image or a camera id (``dataset.video.open_frames``)."""
-    if cfg.input in SPLITS and not Path(cfg.input).exists():
-        root = data_root(cfg, preset)
-        if preset.kind in ("folder", "vspw"):
-            snippets = _clip_folder_snippets(preset, root, cfg.input)
-        else:
-            snippets = (_camvid_snippets if preset.kind == "camvid" else _cityscapes_snippets)(root, cfg.input)
-        return InputPlan(snippets, DEFAULT_FPS[preset.kind], live=False, video_fps=None)
-    source = open_frames(cfg.input)
-    fps = source.fps or DEFAULT_FPS[preset.kind]
-    return InputPlan([Snippet(lambda: source, source.num_frames)], fps, live=source.kind == "camera",
-                     video_fps=source.fps)
-
-
-
 
 def _outputs(cfg: Config, preset: DatasetPreset) -> tuple[str, ...]:
     """--save (+ --save-labelids 1) checked against the dataset before anything loads."""
@@ -242,13 +138,6 @@ def _infer_single(cfg: Config, device: torch.device) -> int:
 
 
 # --- a corpus of videos ---------------------------------------------------------------------------
-def _shared_timestamp() -> str:
-    """Rank 0's time stamp on every rank, so that all ranks write into the same folder."""
-    now = torch.tensor([int(time.time()) if dist.is_main() else 0], dtype=torch.int64)
-    dist.all_reduce_sum(now)
-    return time.strftime("%Y%m%d_%H%M%S", time.localtime(int(now.item())))
-
-
 def _threads_per_rank(device: torch.device) -> None:
     """Share the CPU cores between the ranks of this machine (torchrun sets LOCAL_WORLD_SIZE). Keyframe
     logits differ by ~1e-5 between thread counts (oneDNN splits reductions by thread), which can flip a
@@ -327,7 +216,7 @@ def _infer_corpus(cfg: Config, device: torch.device) -> int:
     codec = _video_codec(cfg, _outputs(cfg, preset_of(cfg)))  # a bad --save fails on every rank before any work
     videos = list_videos(cfg.input)
     share = shard_by_frames(shard_counts(videos), dist.world_size())[dist.rank()]
-    root = Path(cfg.output) if cfg.output else pred_dir(cfg, cfg.ResFolderName or _shared_timestamp())
+    root = Path(cfg.output) if cfg.output else pred_dir(cfg, cfg.ResFolderName or dist.shared_timestamp())
     dests = [root / name for name in unique_stems(videos)]
     _threads_per_rank(device)
     rows = torch.zeros(len(videos), len(MANIFEST_COLUMNS), dtype=torch.float64)
@@ -345,12 +234,16 @@ def _infer_corpus(cfg: Config, device: torch.device) -> int:
     return 1 if errors else 0
 
 
-def run_inference(cfg: Config) -> int:
-    """``--inference 1``. Returns the exit code: 0, or 1 with an error naming the problem (missing
-    input/weights, a bad --save, corrupt image or checkpoint); nothing is left half-written. A corpus runs
-    on every torchrun rank; any other input on rank 0 only."""
+def infer(cfg: Config, device: torch.device) -> int:
+    """The ``--inference 1`` job: a corpus (every rank its share) or any other input (one output folder).
+    Returns 0, or 1 when an input (or, in a corpus, any video) failed."""
+    return (_infer_corpus if is_corpus(cfg.input) else _infer_single)(cfg, device)
+
+
+def on_every_rank(cfg: Config) -> bool:
+    """Whether the job runs on every torchrun rank (a corpus) or on rank 0 only (any other input). An --input
+    that is_corpus rejects runs on rank 0, where the job raises the error again: one line, exit code 1."""
     try:
-        corpus = is_corpus(cfg.input)
+        return is_corpus(cfg.input)
     except ValueError:
-        corpus = False  # _infer_single raises it again inside the job: one error line, exit code 1
-    return run_job(cfg, _infer_corpus if corpus else _infer_single, distributed=corpus)
+        return False
