@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 import main
-from engine.benchmarking.throughput_report import (avg_flops_per_frame, contention_note, device_tag, flop_ratio_limit, fps_for_interval,
-                                 measure_marked, memory_growth, params_mb, parse_cpu_model, parse_vmrss_mb,
-                                 speedup, summarize_times, throughput_table)
+from engine.benchmarking.throughput_report import (avg_flops_per_frame, contention_note, device_tag, flop_ratio_limit,
+                                                   fps_for_interval, measure_marked, memory_growth, params_mb,
+                                                   parse_cpu_model, parse_vmrss_mb, speedup, summarize_times,
+                                                   throughput_table)
 from engine.benchmarking.step_timing import count_flops, moving_frame, synthetic_texture
 
 TINY = ["--benchmark", "1", "--bench-height", "64", "--bench-width", "128", "--bench-repeats", "1",

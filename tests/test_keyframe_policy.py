@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.streaming.keyframe_policy import (DRIFT_HIGH, DRIFT_THRESHOLD, GRADUAL_GAP, SCORE_THRESHOLD, KeyframePolicy, main,
-                                    scene_change_score, video_scores)
+from engine.streaming.keyframe_policy import (DRIFT_HIGH, DRIFT_THRESHOLD, GRADUAL_GAP, SCORE_THRESHOLD, KeyframePolicy,
+                                              main, scene_change_score, video_scores)
 from models.gsvnet import GSVNet
 from tools.cut_footage import cross_fade, flash, read_video, resize_frames, with_flashes
 

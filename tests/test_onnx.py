@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.deployment.onnx_export import (CHECK_TOLERANCE, GraphCheckError, check_graph, export_onnx, export_part,
-                                graph_modules, inference_copy, parse_size, reference_cases, write_graph)
+                                           graph_modules, inference_copy, parse_size, reference_cases, write_graph)
 from engine.deployment.onnx_runtime import FORMAT, load_export
 from engine.streaming.predictor import VideoPredictor
 from engine.benchmarking.step_timing import moving_frame, synthetic_texture

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.training.pidnet_loss import (CITYSCAPES_CLASS_WEIGHTS, boundary_targets, ohem_cross_entropy, pidnet_loss,
-                                weighted_boundary_bce)
+                                         weighted_boundary_bce)
 from models.pidnet import HEAD_PREFIXES, PIDNET_MEAN, PIDNET_STD, build_pidnet
 from models.pidnet_weights import load_pidnet_weights
 from tests.stand_in_weights import fingerprint, make_state_dict, read_keys

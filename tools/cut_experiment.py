@@ -40,7 +40,7 @@ from dataset.cityscapes import CityscapesSequence
 from dataset.synthetic import extras_paths, generate, read_marker
 from dataset.video import read_rgb
 from engine.streaming.keyframe_policy import (DRIFT_THRESHOLD, SCORE_THRESHOLD, KeyframePolicy, scene_change_score,
-                                    video_lowres)
+                                              video_lowres)
 from engine.model_builder import assemble_model
 from models.bn_fold import fold_batchnorm
 from models.labels import logits_to_labels

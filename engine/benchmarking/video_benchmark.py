@@ -30,7 +30,8 @@ from engine.benchmarking.bench_model import build_bench_model
 from engine.benchmarking.machine import OtherLoad, load_average, machine_info, process_age_s
 from engine.benchmarking.step_timing import NUM_TIMING_FRAMES, WARMUP, measure_frame_types
 from engine.benchmarking.throughput_report import fps_for_interval, speedup
-from engine.benchmarking.video_report import IDLE_STAGES, MAIN_STAGES, contention, render_markdown, summary_rows, targets
+from engine.benchmarking.video_report import (IDLE_STAGES, MAIN_STAGES, contention, render_markdown, summary_rows,
+                                              targets)
 from engine.evaluation.save_results import parse_outputs
 from engine.runs import preset_of
 from engine.streaming.video_job import (MAX_PENDING, PREFETCH_DEPTH, WRITER_WORKERS, StageClock, make_predictor,

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.deployment.onnx_runtime import (DTYPES, FORMAT, INPUTS, META_NAME, OUTPUTS, PARTS, SHAPES, first_line,
-                                 size_key)
+                                            size_key)
 from engine.runs import REPO
 from models import cpu_kernels
 from models.bn_fold import fold_batchnorm

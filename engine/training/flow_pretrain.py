@@ -30,8 +30,10 @@ from dataset.build import build_dataset
 from dataset.cityscapes import clip_frame_names
 from dataset.synthetic import extras_paths, read_marker
 from engine import distributed as dist
-from engine.teacher.pseudo_labels import EVERY_FRAME_KINDS
 from engine.runs import data_root, run_dir
+from engine.teacher.pseudo_labels import EVERY_FRAME_KINDS
+from engine.training.loop import LOG_EVERY, next_batch, set_train_mode, train_transform
+from engine.training.losses import autocast, stop_if_non_finite
 from utils.optical_flow import DIS_PRESET, dis_flow, to_gray
 
 PRETRAIN_LR = 1e-3
@@ -107,7 +109,6 @@ class FlowPairs(Dataset):
 
 
 def flow_pairs_loader(ctx) -> DataLoader:
-    from engine.training.loop import train_transform
     cfg, preset = ctx.cfg, ctx.preset
     root = data_root(cfg, preset)
     if cfg.pretrain_flow == "true" and read_marker(root) is None:
@@ -172,7 +173,6 @@ class LowresPairs:
 
 def _pairs_from_loader(ctx):
     """Endless (cur_lowres, prev_lowres, target, valid) batches from the DataLoader (DIS flow on augmented clips)."""
-    from engine.training.loop import next_batch
     model, batches = ctx.model, cycle(flow_pairs_loader(ctx))
     while True:
         batch = next_batch(batches, "loading a flow pre-training batch")
@@ -186,8 +186,6 @@ def _pairs_from_loader(ctx):
 
 def pretrain_flow(ctx) -> float:
     """Run the shortcut on ``ctx`` (an engine.training.propagation.TrainContext); returns the last mean EPE (1/8 px)."""
-    from engine.training.losses import autocast, stop_if_non_finite
-    from engine.training.loop import set_train_mode
     cfg, model = ctx.cfg, ctx.model
     if not cfg.train_optical_flow:
         raise ValueError("--pretrain-flow needs --train-optical-flow 1 (the flow net must be trainable)")
@@ -217,7 +215,7 @@ def pretrain_flow(ctx) -> float:
         loss.backward()
         optimizer.step()
         recent = (recent + [float(loss.detach())])[-10:]
-        if i % 10 == 0 or i + 1 == cfg.pretrain_flow_iters:
+        if i % LOG_EVERY == 0 or i + 1 == cfg.pretrain_flow_iters:
             ctx.logger.scalars({"flow_pretrain/epe": recent[-1]}, i, event="flow_pretrain")
     mean_epe = sum(recent) / max(len(recent), 1)
     if dist.is_main():

@@ -25,6 +25,7 @@ from models.gsvnet import GSVNet
 
 EARLY_STOP_ITERS = 5  # --early-stop: batches per loader (as officially)
 LOG_EVERY = 10  # iterations between log.jsonl / TensorBoard records
+ADAM_WEIGHT_DECAY = 1e-4  # Adam's weight decay in both trainers (the official --optim adam setting)
 
 
 @dataclass

@@ -46,8 +46,9 @@ from engine.training.losses import autocast, class_weight_tensor, make_scaler, p
 from engine.model_builder import build_model
 from engine.teacher.pseudo_labels import frame_sample_datasets, with_teacher_targets
 from engine.runs import preset_of, resolve_resume, run_dir, summary_dir
-from engine.training.loop import (LOG_EVERY, TimeBudget, TrainState, batch_schedule, build_train_loaders, loader_limit,
-                             next_batch, set_train_mode, set_trainable, train_transform, wrap_ddp)
+from engine.training.loop import (ADAM_WEIGHT_DECAY, LOG_EVERY, TimeBudget, TrainState, batch_schedule,
+                                  build_train_loaders, loader_limit, next_batch, set_train_mode, set_trainable,
+                                  train_transform, wrap_ddp)
 from models.checkpoints import FORMAT, gsvnet_checkpoint
 from models.gsvnet import GSVNet, lowres_size
 from models.labels import logits_to_labels
@@ -58,7 +59,6 @@ from utils.metrics import confusion_matrix, miou
 from utils.seed import seed_everything
 from utils.visualize import colorize, hstack
 
-ADAM_WEIGHT_DECAY = 1e-4  # the official --optim adam setting
 
 
 @dataclass

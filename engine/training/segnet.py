@@ -11,7 +11,7 @@ system can be trained from scratch: first this stage, then propagation training 
 - Data: the distance-0 samples (annotated frames) of the train split with the same clip
   augmentation as propagation training; the crop is fed at its own resolution.
 - Optimizer: Adam (weight decay 1e-4) with poly decay ``lr = --segnet-lr · (1 − it/total)^0.9`` per
-  iteration; SGD (Nesterov, --weight-decay) only if the config has ``segnet_optim = "sgd"``.
+  iteration.
 - ``--time-budget S`` (TimeBudget): the run stops after the iteration in which its training time
   reaches S seconds, then validates and saves as at the end of an epoch. The poly decay then follows
   whichever runs out first, iterations or seconds (progress = max(it/total, spent/S)), so a run cut by
@@ -45,11 +45,12 @@ from engine import distributed as dist
 from engine.runs import preset_of, run_dir, summary_dir
 from utils.seed import seed_everything
 from engine.evaluation.protocol import eval_datasets
-from engine.training.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss,
-                           stop_if_non_finite, upsample_to)
+from engine.training.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss, stop_if_non_finite,
+                                    upsample_to)
 from engine.model_builder import assemble_model, config_norm_args
 from engine.training.pidnet_loss import official_class_weights, pidnet_loss
-from engine.training.loop import TimeBudget, TrainState, build_train_loaders, loader_limit, next_batch, wrap_ddp
+from engine.training.loop import (ADAM_WEIGHT_DECAY, LOG_EVERY, TimeBudget, TrainState, build_train_loaders,
+                                  loader_limit, next_batch, wrap_ddp)
 from models.gsvnet import GSVNet, normalisation_dict
 from models.keyframe_net import parse_spec, read_logits
 from models.pidnet_weights import NETWORK_PREFIX
@@ -62,9 +63,6 @@ SEGNET_FORMAT = "gsvnet-repro-segnet/1"
 
 
 POLY_POWER = 0.9
-
-
-ADAM_WEIGHT_DECAY = 1e-4
 
 
 CHECKPOINT = "segnet_checkpoint.pth.tar"
@@ -129,8 +127,6 @@ class SegnetContext:
 
 
 def build_segnet_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
-    if getattr(cfg, "segnet_optim", "adam") == "sgd":
-        return torch.optim.SGD(params, lr=cfg.segnet_lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.segnet_lr, weight_decay=ADAM_WEIGHT_DECAY)
 
 
@@ -216,7 +212,7 @@ def train_segnet_one_epoch(ctx: SegnetContext, epoch: int, state: TrainState) ->
         done, total = i + 1, total + loss
         cm += confusion_matrix(main.argmax(1), batch["label"].to(ctx.device), num_classes, ctx.preset.ignore_index)
         bar.set_postfix(loss=f"{total / (i + 1):.3f}", mIoU=f"{100 * miou(cm):.1f}")
-        if i % 10 == 0:
+        if i % LOG_EVERY == 0:
             ctx.logger.scalars({"segnet/loss": loss, "lr/segnet": ctx.optimizer.param_groups[0]["lr"]}, state.step,
                                epoch=epoch, event="train")
         if ctx.budget.exhausted():
