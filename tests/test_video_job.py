@@ -188,7 +188,7 @@ def test_label_pngs_by_hand(tmp_path):
 
     from PIL import Image
 
-    from engine.evaluation.save_results import save_label_pngs
+    from utils.visualize import save_label_pngs
     labels = np.array([[0, 1, 2], [255, 1, 0]], np.uint8)  # 255: the ignore id, black in the colour PNG
     save_label_pngs(labels, tmp_path / "l.png", tmp_path / "c.png", CITYSCAPES_PALETTE)
     np.testing.assert_array_equal(read(tmp_path / "l.png"), labels)

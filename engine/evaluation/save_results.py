@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
-import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +25,7 @@ import numpy as np
 
 from config.dataset_preset import DatasetPreset
 from dataset.cityscapes import train_ids_to_label_ids
-from utils.visualize import color_table, colorize, save_label_png, save_png
+from utils.visualize import colorize, save_label_png, save_png
 
 RESULT_SUFFIX = "_leftImg8bit.png"  # cityscapesScripts matches {city}_{seq}_{frame}*.png
 # --inference outputs, in the order the report lists them: color/{frame}.png, label/{frame}.png,
@@ -93,43 +91,6 @@ def is_complete(dest: str | os.PathLike) -> bool:
     (written last, just before the folder is published). Staging leftovers never count."""
     dest = Path(dest)
     return dest.is_dir() and (dest / SUMMARY_NAME).is_file()
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_bytes(shape: tuple[int, int], image_data: bytes, table: np.ndarray | None) -> bytes:
-    """A whole 8-bit PNG: greyscale (colour type 0) or, with a 256×3 ``table``, indexed (type 3)."""
-    height, width = shape
-    header = struct.pack(">IIBBBBB", width, height, 8, 0 if table is None else 3, 0, 0, 0)  # deflate, no interlace
-    palette = b"" if table is None else _png_chunk(b"PLTE", np.ascontiguousarray(table, np.uint8).tobytes())
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + palette + _png_chunk(b"IDAT", image_data)
-            + _png_chunk(b"IEND", b""))
-
-
-def save_label_pngs(labels: np.ndarray, label_path: str | os.PathLike | None = None,
-                    color_path: str | os.PathLike | None = None, palette=None, compression: int = 1) -> None:
-    """Write an H×W uint8 map as a greyscale PNG (``label_path``: the ids themselves) and/or an indexed-colour
-    PNG (``color_path``) whose palette is ``utils.visualize.color_table(palette)``, so that any viewer, and
-    ``cv2.imread`` (which expands palettes to BGR), shows exactly ``colorize(labels, palette)``.
-
-    Both files hold the same pixel bytes, so the map is deflated once for the two: rows unfiltered, zlib
-    level ``compression`` with the run-length strategy. At 1280×720 on the 2-core EPYC: 1.0 ms for both
-    files, against 1.4 ms (greyscale) + 1.5 + 4.5 ms (colorize + RGB PNG) with OpenCV, and smaller files
-    (label maps are long runs of one id)."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or labels.dtype != np.uint8:
-        raise ValueError(f"{label_path or color_path}: expected uint8 H×W labels, got {labels.dtype} {labels.shape}")
-    rows = np.zeros((labels.shape[0], labels.shape[1] + 1), np.uint8)  # a row: filter byte 0 (none), the ids
-    rows[:, 1:] = labels
-    deflate = zlib.compressobj(compression, zlib.DEFLATED, zlib.MAX_WBITS, 8, zlib.Z_RLE)
-    image_data = deflate.compress(rows.tobytes()) + deflate.flush()
-    for path, table in ((label_path, None), (color_path, color_table(palette) if color_path else None)):
-        if path is not None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_png_bytes(labels.shape, image_data, table))
 
 
 def result_label_image(labels: np.ndarray, preset: DatasetPreset) -> np.ndarray:

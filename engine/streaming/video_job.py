@@ -8,7 +8,7 @@ Threads (utils/background.py):
   labels kernel is numba-parallel on torch's OpenMP pool, so it stays on the thread that owns the pool;
 - a ``WriterPool`` of WRITER_WORKERS threads (1 or 2) writes the outputs (``FrameWriter``), at most
   MAX_PENDING jobs queued. Per frame: one PNG job (the label map deflated once for the label PNG and
-  the colour PNG, an indexed-colour PNG: engine.evaluation.save_results.save_label_pngs), one for labelIds, and
+  the colour PNG, an indexed-colour PNG: utils.visualize.save_label_pngs), one for labelIds, and
   one overlay job (colour map → blend → mp4 frame; these run one at a time, in frame order).
 
 Cost on a 2-core CPU: the networks keep both cores busy (torch's two OpenMP threads spin between
@@ -45,12 +45,12 @@ from config.config import Config
 from dataset.cityscapes import train_ids_to_label_ids
 from dataset.video import VideoWriter
 from engine.streaming.predictor import StepOutput, VideoPredictor
-from engine.evaluation.save_results import SUMMARY_NAME, commit_staged, discard_staged, save_label_pngs, staging_dir
+from engine.evaluation.save_results import SUMMARY_NAME, commit_staged, discard_staged, staging_dir
 from models.gsvnet import GSVNet
 from utils.background import Prefetcher, WriterPool
 from utils.errors import UserError
 from utils.logging import write_json
-from utils.visualize import colorize, overlay
+from utils.visualize import colorize, overlay, save_label_pngs
 
 PREFETCH_DEPTH = 4
 # One writer thread on a machine of two cores or fewer: the networks already keep every core busy, and a
