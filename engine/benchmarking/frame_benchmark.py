@@ -7,7 +7,7 @@ keyframe), timed in interleaved rounds (time_interleaved). Each timed step is fo
 ``.labels`` access (full-resolution upsample + argmax), with a clock read in between, so one run gives
 both "step" and "step + labels". Everything the
 predictor does is timed, including moving the uint8 frame to the device; nothing else is.
-The throughput for interval l is derived from these medians (bench_report.throughput_table).
+The throughput for interval l is derived from these medians (throughput_report.throughput_table).
 """
 from __future__ import annotations
 
