@@ -28,7 +28,7 @@ WRAPPER = r'''
 import os, sys
 import torch
 sys.path.insert(0, os.environ["GSVNET_REPO"])
-import modes.train as trainer
+import engine.training.propagation as trainer
 import main as cli
 
 seen = {}

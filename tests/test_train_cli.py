@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import engine.training.propagation as propagation_training
-import modes.train as trainer
+import engine.training.propagation as trainer
 import main as cli
 from utils.seed import seed_everything
 from engine.training.flow_pretrain import dis_target_flow as dis_backward_flow, endpoint_error, lowres_flow

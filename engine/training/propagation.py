@@ -45,10 +45,11 @@ from engine.training.keyframe_cache import KeyframeCache, clip_keys
 from engine.training.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
 from engine.model_builder import build_model
 from engine.teacher.pseudo_labels import frame_sample_datasets, with_teacher_targets
-from engine.runs import preset_of, resolve_resume, run_dir, summary_dir
+from engine.runs import preset_of, resolve_resume, run_dir, summary_dir, write_config
+from engine.training.flow_pretrain import maybe_pretrain_flow
 from engine.training.loop import (ADAM_WEIGHT_DECAY, LOG_EVERY, TimeBudget, TrainState, batch_schedule,
-                                  build_train_loaders, loader_limit, next_batch, set_train_mode, set_trainable,
-                                  train_transform, wrap_ddp)
+                                  build_train_loaders, loader_limit, next_batch, run_header, set_sampler_epoch,
+                                  set_train_mode, set_trainable, train_transform, wrap_ddp)
 from models.checkpoints import FORMAT, gsvnet_checkpoint
 from models.gsvnet import GSVNet, lowres_size
 from models.labels import logits_to_labels
@@ -291,3 +292,32 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
                        class_weight_tensor(cfg, preset, device), loaders, logger,
                        KeyframeCache() if cfg.cache_keyframes else None, TimeBudget(cfg.time_budget))
     return ctx, restore_training_state(parts, resume, ctx), resume
+
+
+def train_propagation(cfg: Config, device: torch.device) -> int:
+    """The default mode's job: optional flow pre-training, then the epochs (train, validate, save) until
+    --epoch or --time-budget ends them. Returns 0."""
+    ctx, state, resume = build_context(cfg, device)
+    if dist.is_main():
+        write_config(cfg, run_dir(cfg), world_size=dist.world_size(), resumed_from=str(resume) if resume else None)
+        print(run_header(cfg, "propagation training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
+    if cfg.pretrain_flow != "none":
+        with ctx.budget.counting():
+            maybe_pretrain_flow(ctx, resume)
+    for epoch in range(state.epoch, cfg.epoch):
+        set_sampler_epoch(ctx.loaders, epoch)
+        with ctx.budget.counting():
+            stats = train_one_epoch(ctx, epoch, state)
+        ctx.logger.scalars(stats, state.step, epoch=epoch, event="epoch")
+        evaluate = (epoch + 1) % max(cfg.eval_interval, 1) == 0 or epoch + 1 == cfg.epoch or ctx.budget.stopped
+        current = evaluate_epoch(ctx, epoch, state) if evaluate else None
+        is_best = state.end_epoch(epoch, current, evaluated=evaluate)
+        with dist.fail_together("saving the checkpoint"):
+            save_checkpoints(ctx, state, current, is_best)
+        if ctx.budget.ran_out(state.step, epoch, announce=dist.is_main()):
+            break
+    ctx.logger.close()
+    if dist.is_main():
+        print(f"done after epoch {state.epoch} of {cfg.epoch}: {run_dir(cfg) / 'checkpoint.pth.tar'} "
+              f"(best avg mIoU {state.best_pred})")
+    return 0

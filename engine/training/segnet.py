@@ -42,15 +42,15 @@ from tqdm import tqdm
 from config.config import Config, to_dict
 from config.dataset_preset import DatasetPreset
 from engine import distributed as dist
-from engine.runs import preset_of, run_dir, summary_dir
+from engine.runs import preset_of, run_dir, summary_dir, write_config
 from utils.seed import seed_everything
-from engine.evaluation.protocol import eval_datasets
+from engine.evaluation.protocol import eval_datasets, evaluate_model
 from engine.training.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss, stop_if_non_finite,
                                     upsample_to)
 from engine.model_builder import assemble_model, config_norm_args
 from engine.training.pidnet_loss import official_class_weights, pidnet_loss
 from engine.training.loop import (ADAM_WEIGHT_DECAY, LOG_EVERY, TimeBudget, TrainState, build_train_loaders,
-                                  loader_limit, next_batch, wrap_ddp)
+                                  loader_limit, next_batch, run_header, set_sampler_epoch, wrap_ddp)
 from models.gsvnet import GSVNet, normalisation_dict
 from models.keyframe_net import parse_spec, read_logits
 from models.pidnet_weights import NETWORK_PREFIX
@@ -269,3 +269,38 @@ def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetConte
     state = restore(ctx, path)  # before DDP: its constructor broadcasts rank 0's (restored) weights
     ctx.train_net = wrap_ddp(model.segnet, device)
     return ctx, state
+
+
+def train_keyframe_net(cfg: Config, device: torch.device) -> int:
+    """The ``--train-segnet 1`` job: the epochs (train, validate at --key-scale, save) until --epoch or
+    --time-budget ends them; prints where the weights are and the next command. Returns 0."""
+    ctx, state = build_segnet_context(cfg, device)
+    folder = run_dir(cfg)
+    if dist.is_main():
+        write_config(cfg, folder, stage="train_segnet", world_size=dist.world_size())
+        print(run_header(cfg, "keyframe-net training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
+    for epoch in range(state.epoch, cfg.epoch):
+        set_sampler_epoch({0: ctx.loader}, epoch)
+        with ctx.budget.counting():
+            stats = train_segnet_one_epoch(ctx, epoch, state)
+        metrics = evaluate_model(ctx.model, cfg, ctx.preset, device, distances=[0], key_scale=cfg.key_scale,
+                                 fusion="copy", progress=True, purpose="select")
+        current = metrics["per_distance"]["0"]["miou"]
+        ctx.logger.scalars({**stats, "segnet/val_miou": current}, state.step, epoch=epoch, event="epoch")
+        is_best = state.end_epoch(epoch, current)
+        if dist.is_main():
+            print(f"epoch {epoch}: train loss {stats['segnet/train_loss']:.3f} | val mIoU (k=0, scale "
+                  f"{cfg.key_scale}) {'-' if current is None else f'{current:.2f}'}")
+        with dist.fail_together("saving the keyframe-net weights"):
+            save_segnet(ctx, state, current, is_best)
+        if ctx.budget.ran_out(state.step, epoch, announce=dist.is_main()):
+            break
+    ctx.logger.close()
+    if dist.is_main():
+        spec = parse_spec(cfg.segnet)
+        best = folder / weights_name(spec.spec, best=True)
+        form = {"builtin": "official", "hf": "save_pretrained folder"}.get(spec.kind, "plain state_dict")
+        print(f"keyframe-net weights ({spec.spec}, {form}): {folder / weights_name(spec.spec)}\n"
+              f"best epoch (val mIoU {state.best_pred}): {best}\n"
+              f"next: python main.py --segnet {spec.spec} --dataset {cfg.dataset} --segnet-weights {best} ...")
+    return 0
