@@ -1,5 +1,6 @@
-"""The ``--benchmark 1`` job: time and count FLOPs per frame type through ``VideoPredictor.step()`` (docs/evaluation.md#throughput),
-for any keyframe net ``--segnet`` names (parameters per part: keyframe net, flow net, GSV).
+"""The ``--benchmark 1`` job: time and count FLOPs per frame type through ``VideoPredictor.step()``
+(docs/evaluation.md#throughput), for any keyframe net ``--segnet`` names (parameters per part: keyframe net, flow
+net, GSV).
 
 Frame types: a keyframe at each ``--bench-scales`` scale (a predictor with key_interval=1, so every
 step is a keyframe) and a non-keyframe (a predictor whose interval never ends, after one untimed

@@ -56,6 +56,7 @@ from utils.errors import USER_ERRORS, error_text
 from utils.logging import write_json
 from utils.temporal_consistency import StreamingTC
 
+
 def _outputs(cfg: Config, preset: DatasetPreset) -> tuple[str, ...]:
     """--save (+ --save-labelids 1) checked against the dataset before anything loads."""
     outputs = parse_outputs(cfg.save, cfg.save_labelids)
@@ -122,7 +123,6 @@ def _report(dest: Path, info: dict) -> str:
 
 def _infer_single(cfg: Config, device: torch.device) -> int:
     """One video, image folder, image, camera or dataset split -> one output folder."""
-    is_corpus(cfg.input)  # a folder of both videos and images is an error, not an image folder
     preset = preset_of(cfg)
     outputs = _outputs(cfg, preset)
     codec = _video_codec(cfg, outputs)
@@ -236,7 +236,8 @@ def _infer_corpus(cfg: Config, device: torch.device) -> int:
 
 def infer(cfg: Config, device: torch.device) -> int:
     """The ``--inference 1`` job: a corpus (every rank its share) or any other input (one output folder).
-    Returns 0, or 1 when an input (or, in a corpus, any video) failed."""
+    Returns 0, or 1 when an input (or, in a corpus, any video) failed. A folder of both videos and images is an
+    error (is_corpus), not an image folder."""
     return (_infer_corpus if is_corpus(cfg.input) else _infer_single)(cfg, device)
 
 

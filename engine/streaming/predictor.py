@@ -96,8 +96,8 @@ class VideoPredictor:
     @classmethod
     def from_export(cls, folder: str, key_interval: int | None = None, providers: Sequence[str] | None = None,
                     keyframe_policy: str = "fixed", scene_threshold: float | None = None) -> "VideoPredictor":
-        """The graphs of an ``--export onnx`` folder on ONNX Runtime (engine/deployment/onnx_runtime.py) in the same host
-        loop; ``.logits`` stays a (CPU) torch tensor. key_interval None: the one recorded in gsvnet.json.
+        """The graphs of an ``--export onnx`` folder on ONNX Runtime (engine/deployment/onnx_runtime.py) in the
+        same host loop; ``.logits`` stays a (CPU) torch tensor. key_interval None: the one recorded in gsvnet.json.
         providers: ONNX Runtime execution providers (None: CPU; e.g. ["CUDAExecutionProvider"] where
         installed)."""
         model, meta = load_export(folder, providers)
