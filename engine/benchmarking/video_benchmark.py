@@ -39,6 +39,7 @@ from engine.streaming.video_job import (MAX_PENDING, PREFETCH_DEPTH, WRITER_WORK
 from utils.errors import UserError
 from utils.logging import to_json, write_text
 
+
 def _check_args(cfg: Config) -> tuple[Path, list[int]]:
     video = Path(cfg.benchmark_video)
     if not video.is_file():
@@ -93,7 +94,6 @@ def _job(model, cfg: Config, device, video: Path, l: int, outputs: tuple, work: 
             "num_keyframes": len(result.keyframes), "seconds": result.seconds, "fps": result.fps,
             "stages_s": stages, "main_idle_s": idle, "main_other_s": result.seconds - main_busy - idle,
             "other_processes_cpu": other.fraction}
-
 
 
 def benchmark_video(cfg: Config, device: torch.device) -> int:
