@@ -18,7 +18,7 @@ filled once before the first epoch (engine/teacher/cache.py) and cropped with th
 agreement with the keyframe net.
 
 ``--time-budget S`` (engine.training.loop.TimeBudget, shared with the keyframe-net stage): an epoch
-ends after the iteration in which the training time reaches S seconds; modes/train.py then validates,
+ends after the iteration in which the training time reaches S seconds; train_propagation then validates,
 saves and stops.
 
 Distributed: DDP on the flow net and the GSV separately (SyncBatchNorm on GPU; torch
