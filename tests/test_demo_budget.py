@@ -11,52 +11,60 @@ def _probe(factor_amp: float, factor_fp32: float) -> dict[str, float]:
 
 def test_a_fast_cpu_keeps_the_whole_recipe():
     plan = B.plan(_probe(0.4, 0.4), generate=True)
-    assert plan.fraction == 1.0 and not plan.scaled and set(plan.budgets.values()) == {None}
+    assert not plan.scaled and set(plan.fractions.values()) == {1.0} and set(plan.budgets.values()) == {None}
     expected = 0.4 * sum(B.REFERENCE_STAGES.values()) + sum(_probe(0.4, 0.4).values())
     assert plan.estimate_s == pytest.approx(expected)
     assert budget_flags(plan, "train GSVNet") == []
 
 
-def test_reference_cpu_is_scaled_to_the_target_by_hand():
-    """The reference machine's own uncut recipe (820 s) is over 10 minutes: it keeps
-    (510 - (19 + 64 + 4 + probe)) / (338 + 206 + 185) of its training."""
+def test_reference_cpu_skips_the_ablation_and_cuts_the_keyframe_net_by_hand():
+    """The reference machine's own uncut recipe (820 s) is over 10 minutes. Without the ablation there are
+    510 - (19 + 64 + 4 + probe) = 423 s for 338 + 206 s of training: the GSVNet stage keeps its whole recipe
+    (206 s < half of 423 s) and the keyframe net the 217 s left."""
     probed = _probe(1, 1)
     plan = B.plan(probed, generate=True)
-    fixed = 19 + 64 + 4 + probed["amp"] + probed["fp32"]
-    assert plan.fraction == pytest.approx((B.TARGET_SECONDS - fixed) / (338 + 206 + 185))
-    assert 0.5 < plan.fraction < 0.65 and plan.estimate_s == pytest.approx(B.TARGET_SECONDS)
-    assert plan.budgets["train keyframe net"] == pytest.approx(338 * plan.fraction, abs=0.051)
+    available = B.TARGET_SECONDS - (19 + 64 + 4 + probed["amp"] + probed["fp32"])
+    assert plan.fractions == pytest.approx({B.KEYFRAME: (available - 206) / 338, B.GSVNET: 1.0, B.ABLATION: 0.0})
+    assert plan.skipped(B.ABLATION) and plan.scaled and plan.estimate_s == pytest.approx(B.TARGET_SECONDS)
+    assert plan.budgets == pytest.approx({B.KEYFRAME: available - 206, B.GSVNET: None, B.ABLATION: None}, abs=0.051)
+    assert budget_flags(plan, B.GSVNET) == []
     # --slowdown 2 plans for a CPU twice as slow and gives this one the iterations that CPU would run
-    flags = budget_flags(plan, "train GSVNet", slowdown=2.0)
-    assert float(flags[1]) == pytest.approx(plan.budgets["train GSVNet"] / 2, abs=0.051)
+    flags = budget_flags(plan, B.KEYFRAME, slowdown=2.0)
+    assert float(flags[1]) == pytest.approx(plan.budgets[B.KEYFRAME] / 2, abs=0.051)
     whole = B.plan(probed, generate=True, whole_recipe=True)
-    assert not whole.scaled and whole.estimate_s == pytest.approx(fixed + 338 + 206 + 185)
+    assert not whole.scaled and whole.estimate_s == pytest.approx(19 + 64 + 4 + sum(probed.values()) + 338 + 206 + 185)
 
 
-def test_slow_cpu_cuts_training_by_one_fraction_to_hit_the_target():
-    """A CPU 3x slower in fp32 and 7.5x slower in the --amp stage (no native bf16): worked out by hand."""
-    probed = _probe(7.5, 3.0)
+def test_slow_cpu_gives_the_gsvnet_stage_half_of_the_time_by_hand():
+    """A CPU 3x slower in fp32 and 5x slower in the --amp stage (no native bf16): (510 - 3 (64 + 4) - probe)
+    seconds of training are split in halves between the keyframe net (338 * 5 s whole) and GSVNet (206 * 3 s)."""
+    probed = _probe(5.0, 3.0)
     plan = B.plan(probed, generate=False)
-    stages = {s: t for s, t in B.REFERENCE_STAGES.items() if s != "generate data"}
-    est = {s: t * (7.5 if s in B.AMP_STAGES else 3.0) for s, t in stages.items()}
-    training = sum(est[s] for s in B.TRAINING_STAGES)
-    fixed = sum(est.values()) - training + sum(probed.values())
-    fraction = (B.TARGET_SECONDS - fixed) / training
-    assert plan.scaled and plan.fraction == pytest.approx(max(B.MIN_FRACTION, fraction))
-    for s in B.TRAINING_STAGES:
-        assert plan.budgets[s] == pytest.approx(est[s] * plan.fraction, abs=0.051)
-    if fraction >= B.MIN_FRACTION:
-        assert plan.estimate_s == pytest.approx(B.TARGET_SECONDS)
-    flags = budget_flags(plan, "train GSVNet")
-    assert flags[:2] == ["--time-budget", f"{plan.budgets['train GSVNet']:g}"]
-    assert flags[3] == str(max(50, round(FLOW_PRETRAIN_ITERS * plan.fraction)))
-    assert budget_flags(plan, "train keyframe net") == ["--time-budget", f"{plan.budgets['train keyframe net']:g}"]
-    assert "keeps" in B.describe(plan)[1] and "--time-budget" in B.describe(plan)[1]
+    half = (B.TARGET_SECONDS - 3 * (64 + 4) - sum(probed.values())) / 2
+    assert plan.fractions == pytest.approx({B.KEYFRAME: half / (338 * 5), B.GSVNET: half / (206 * 3), B.ABLATION: 0})
+    assert plan.budgets[B.KEYFRAME] == pytest.approx(half, abs=0.051)
+    assert plan.budgets[B.GSVNET] == pytest.approx(half, abs=0.051)
+    assert plan.estimate_s == pytest.approx(B.TARGET_SECONDS)
+    flags = budget_flags(plan, B.GSVNET)
+    assert flags == ["--time-budget", f"{plan.budgets[B.GSVNET]:g}", "--pretrain-flow-iters",
+                     str(round(FLOW_PRETRAIN_ITERS * half / (206 * 3)))]
+    assert budget_flags(plan, B.KEYFRAME) == ["--time-budget", f"{plan.budgets[B.KEYFRAME]:g}"]
+    text = B.describe(plan)[1]
+    assert "train GSVNet without intra: skipped" in text and f"{plan.budgets[B.GSVNET]:g} s" in text
+
+
+def test_the_gsvnet_stage_keeps_what_the_whole_keyframe_net_leaves():
+    """When the keyframe net's whole recipe leaves more than half of the time, GSVNet gets all the rest."""
+    estimate = {B.KEYFRAME: 100.0, B.GSVNET: 400.0, B.ABLATION: 300.0}
+    assert B.shares(estimate, 300.0) == {B.KEYFRAME: 1.0, B.GSVNET: 0.5, B.ABLATION: 0.0}
+    assert B.shares(estimate, 500.0) == {B.KEYFRAME: 1.0, B.GSVNET: 1.0, B.ABLATION: 0.0}
+    assert B.shares(estimate, 800.0) == {B.KEYFRAME: 1.0, B.GSVNET: 1.0, B.ABLATION: 1.0}
 
 
 def test_hopelessly_slow_cpu_keeps_the_minimum_share():
     plan = B.plan(_probe(100, 100), generate=True)
-    assert plan.fraction == B.MIN_FRACTION and plan.estimate_s > B.TARGET_SECONDS
+    assert plan.fractions == {B.KEYFRAME: B.MIN_FRACTION, B.GSVNET: B.MIN_FRACTION, B.ABLATION: 0.0}
+    assert plan.estimate_s > B.TARGET_SECONDS
 
 
 def test_probe_times_both_precisions(monkeypatch):

@@ -75,24 +75,28 @@ def budget_flags(plan: Plan, stage: str, slowdown: float = 1.0) -> list[str]:
     cut by the same fraction (tools/demo_budget.py); nothing when the whole recipe fits. slowdown (--slowdown):
     the plan is for a machine that many times slower, so this one gets the budget / slowdown, i.e. the same
     number of iterations that machine would run."""
-    if not plan.scaled:
+    if plan.budgets[stage] is None:
         return []
     flags = ["--time-budget", f"{round(plan.budgets[stage] / slowdown, 1):g}"]
     if stage != "train keyframe net":
-        flags += ["--pretrain-flow-iters", str(max(50, round(FLOW_PRETRAIN_ITERS * plan.fraction)))]
+        flags += ["--pretrain-flow-iters", str(max(50, round(FLOW_PRETRAIN_ITERS * plan.fractions[stage])))]
     return flags
 
 
-def train_all(data: str, logs: str, plan: Plan, slowdown: float = 1.0) -> tuple[str, str, str]:
+def train_all(data: str, logs: str, plan: Plan, slowdown: float = 1.0) -> tuple[str, str, str | None]:
+    """The three training stages; the ablation's checkpoint is None when the plan skips it."""
     base = common_args(data, logs)
     run_stage("train keyframe net", base + ["--train-segnet", "1", "--checkname", "demo_segnet"] + SEGNET_ARGS
               + budget_flags(plan, "train keyframe net", slowdown))
     segnet = str(Path(logs) / "run" / "synthetic" / "swiftnet_demo_segnet" / "segnet_best.pt")
     gsv = base + ["--segnet-weights", segnet] + GSVNET_ARGS
     run_stage("train GSVNet", gsv + ["--checkname", "demo"] + budget_flags(plan, "train GSVNet", slowdown))
+    run_dir = Path(logs) / "run" / "synthetic"
+    if plan.skipped("train GSVNet without intra"):
+        print("\n=== demo: train GSVNet without intra: skipped by the training budget", flush=True)
+        return segnet, str(run_dir / "swiftnet_demo" / "model_best.pth.tar"), None
     run_stage("train GSVNet without intra", gsv + ["--checkname", "demo_nointra", "--intra", "0"]
               + budget_flags(plan, "train GSVNet without intra", slowdown))
-    run_dir = Path(logs) / "run" / "synthetic"
     return segnet, str(run_dir / "swiftnet_demo" / "model_best.pth.tar"), \
         str(run_dir / "swiftnet_demo_nointra" / "model_best.pth.tar")
 
@@ -110,12 +114,15 @@ EVALS = {  # row name -> (checkname, extra flags); all at the paper's key scale 
 }
 
 
-def evaluate_all(data: str, logs: str, segnet: str, ckpts: dict[str, str]) -> dict[str, dict]:
+def evaluate_all(data: str, logs: str, segnet: str, ckpts: dict[str, str | None]) -> dict[str, dict]:
+    """The EVALS rows; a row whose checkpoint was not trained (None: the skipped ablation) is left out."""
     base = common_args(data, logs) + ["--segnet-weights", segnet, "--evaluate", "1", "--batch-size", "4"]
     results = {}
     for row, (checkname, flags) in EVALS.items():
         folder = "demo_" + row.replace(" ", "_").replace("/", "").replace("@", "s").replace(".", "")
         keyframe_only = "--keyframe-only" in flags
+        if not keyframe_only and ckpts[checkname] is None:
+            continue
         argv = base + ["--checkname", checkname, "--ResFolderName", folder] + flags
         if not keyframe_only:
             argv += ["--resume", ckpts[checkname], "--eval-multi-step", "1", "2", "3", "4"]

@@ -5,9 +5,10 @@ an older CPU runs fp32 itself several times slower than the machine the recipe w
 work the demo times a few training steps (``probe``): SwiftNet-R18 forward + backward with ``--amp 1`` as it
 takes effect here and in fp32. The ratios to the same probe on the reference machine estimate every stage's
 time here (the keyframe-net stage scales with the AMP probe, all others with the fp32 one). When the
-estimate exceeds TARGET_SECONDS, the three training stages get a wall-clock budget (``--time-budget``, the
-same fraction of their estimated time for each) and the flow pre-training the same fraction of its
-iterations; evaluation, benchmark and video are never cut. ``plan`` is pure; the demo prints its lines.
+estimate exceeds TARGET_SECONDS, the "without intra" ablation is skipped first, then the two remaining
+training stages get a wall-clock budget (``--time-budget``; the GSVNet stage, which the demo's checks judge,
+first: ``shares``) and the flow pre-training the GSVNet stage's share of its iterations; evaluation,
+benchmark and video are never cut. ``plan`` is pure; the demo prints its lines.
 
 The reference figures are the demo's own stage times (results/demo.md) and this probe, measured together
 on the project's machine (REFERENCE_CPU) with nothing else running.
@@ -29,24 +30,30 @@ REFERENCE_STAGES = {                             # seconds of each demo stage th
     "evaluate": 64.0,                            # the six evaluations together
     "benchmark and video": 4.0,
 }
-AMP_STAGES = ("train keyframe net",)
-TRAINING_STAGES = ("train keyframe net", "train GSVNet", "train GSVNet without intra")
+KEYFRAME, GSVNET, ABLATION = "train keyframe net", "train GSVNet", "train GSVNet without intra"
+AMP_STAGES = (KEYFRAME,)
+TRAINING_STAGES = (KEYFRAME, GSVNET, ABLATION)
 TARGET_SECONDS = 510.0       # 10 minutes less a margin for what the estimate misses (start-up, loaders)
-MIN_FRACTION = 0.05          # below this the demo would not learn anything worth checking
+MIN_FRACTION = 0.05          # below this a stage would not learn anything worth checking
+GSVNET_SHARE = 0.5           # when even the two main stages do not fit: the GSVNet stage's share of the time
 
 
 @dataclass(frozen=True)
 class Plan:
-    """fraction: share of the training recipe kept (1 = uncut); budgets: --time-budget seconds per training
-    stage (None = no budget); estimate_s: expected demo seconds with the plan; factors: AMP/fp32 slowdowns."""
-    fraction: float
+    """fractions: share of each training stage's recipe kept (1 = uncut, 0 = skipped); budgets: --time-budget
+    seconds per training stage (None = no budget); estimate_s: expected demo seconds with the plan; factors:
+    AMP/fp32 slowdowns against the reference machine."""
+    fractions: dict[str, float]
     budgets: dict[str, float | None]
     estimate_s: float
     factors: dict[str, float]
 
     @property
     def scaled(self) -> bool:
-        return self.fraction < 1.0
+        return any(f < 1.0 for f in self.fractions.values())
+
+    def skipped(self, stage: str) -> bool:
+        return self.fractions[stage] == 0.0
 
 
 def cpu_description() -> str:
@@ -96,17 +103,31 @@ def probe(steps: int = 3) -> dict[str, float]:
     return result
 
 
+def shares(estimate: dict[str, float], available: float) -> dict[str, float]:
+    """The share of each training stage's recipe that fits ``available`` seconds, in this order of priority:
+    the whole recipe; else without the ablation (it informs no check); else the GSVNet stage (what the checks
+    judge) keeps max(GSVNET_SHARE of the time, what the whole keyframe-net stage leaves) and the keyframe net
+    the rest; no kept stage below MIN_FRACTION."""
+    if sum(estimate[s] for s in TRAINING_STAGES) <= available:
+        return {s: 1.0 for s in TRAINING_STAGES}
+    key, gsv = estimate[KEYFRAME], estimate[GSVNET]
+    if key + gsv <= available:
+        return {KEYFRAME: 1.0, GSVNET: 1.0, ABLATION: 0.0}
+    gsv_s = min(gsv, max(GSVNET_SHARE * available, available - key))
+    return {KEYFRAME: max(MIN_FRACTION, (available - gsv_s) / key), GSVNET: max(MIN_FRACTION, gsv_s / gsv),
+            ABLATION: 0.0}
+
+
 def plan(probed: dict[str, float], generate: bool, whole_recipe: bool = False) -> Plan:
-    """The budgets that keep the estimated demo time within TARGET_SECONDS (module docstring); whole_recipe:
-    no budget whatever the estimate (the demo's --whole-recipe)."""
+    """The budgets that keep the estimated demo time within TARGET_SECONDS (``shares``); whole_recipe: no
+    budget whatever the estimate (the demo's --whole-recipe)."""
     factors = {k: probed[k] / REFERENCE_PROBE[k] for k in ("amp", "fp32")}
     estimate = {s: t * factors["amp" if s in AMP_STAGES else "fp32"] for s, t in REFERENCE_STAGES.items()
                 if generate or s != "generate data"}
-    training = sum(estimate[s] for s in TRAINING_STAGES)
-    fixed = sum(estimate.values()) - training + sum(probed.values())
-    fraction = 1.0 if whole_recipe else min(1.0, max(MIN_FRACTION, (TARGET_SECONDS - fixed) / training))
-    budgets = {s: (round(estimate[s] * fraction, 1) if fraction < 1.0 else None) for s in TRAINING_STAGES}
-    return Plan(fraction, budgets, fixed + training * fraction, factors)
+    fixed = sum(estimate.values()) - sum(estimate[s] for s in TRAINING_STAGES) + sum(probed.values())
+    kept = {s: 1.0 for s in TRAINING_STAGES} if whole_recipe else shares(estimate, TARGET_SECONDS - fixed)
+    budgets = {s: (round(estimate[s] * f, 1) if 0.0 < f < 1.0 else None) for s, f in kept.items()}
+    return Plan(kept, budgets, fixed + sum(estimate[s] * f for s, f in kept.items()), factors)
 
 
 def describe(p: Plan) -> list[str]:
@@ -115,9 +136,18 @@ def describe(p: Plan) -> list[str]:
              f"{p.factors['fp32']:.2f}x (fp32 stages) the time of the reference machine ({REFERENCE_CPU})")
     if not p.scaled:
         return [speed + f"; the whole recipe fits (estimated {p.estimate_s / 60:.1f} min)."]
-    cut = ", ".join(f"{s}: --time-budget {b:g} s" for s, b in p.budgets.items())
+    kept = "; ".join(f"{s}: {_kept(p, s)}" for s in TRAINING_STAGES)
     return [speed + ".",
-            f"To finish in about {TARGET_SECONDS / 60:.1f} min it keeps {100 * p.fraction:.0f} % of the training "
-            f"recipe: {cut}; flow pre-training {100 * p.fraction:.0f} % of its iterations. Evaluation, "
-            f"benchmark and video are not cut. Estimated {p.estimate_s / 60:.1f} min; figures of such a run sit "
-            "below the README's, which used the whole recipe."]
+            f"To finish in about {TARGET_SECONDS / 60:.1f} min it trains {kept}. Evaluation, benchmark and video "
+            f"are not cut. Estimated {p.estimate_s / 60:.1f} min; figures of such a run sit below the README's, "
+            "which used the whole recipe."]
+
+
+def _kept(p: Plan, stage: str) -> str:
+    fraction = p.fractions[stage]
+    if fraction == 0.0:
+        return "skipped (its table row and the ablation with it)"
+    if fraction == 1.0:
+        return "the whole recipe"
+    flow = ", flow pre-training the same share of its iterations" if stage != KEYFRAME else ""
+    return f"{100 * fraction:.0f} % (--time-budget {p.budgets[stage]:g} s{flow})"
