@@ -136,7 +136,7 @@ def test_resume_continues_with_optimizer_state(first_run, segnet_file, data, tmp
     real = trainer.train_one_epoch
 
     def spy(ctx, epoch, state):
-        seen.append((epoch, state.step, copy.deepcopy(ctx.optimizer.state_dict()), ctx.scheduler.last_epoch))
+        seen.append((epoch, state.step, copy.deepcopy(ctx.optimizer.state_dict()), state.lr_step))
         return real(ctx, epoch, state)
 
     monkeypatch.setattr(trainer, "train_one_epoch", spy)

@@ -48,6 +48,7 @@ from engine.evaluation.protocol import eval_datasets, evaluate_model
 from engine.training.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss, stop_if_non_finite,
                                     upsample_to)
 from engine.model_builder import assemble_model, config_norm_args
+from engine.training.lr_schedule import PolySchedule, apply_schedule, saved_position, start_schedule
 from engine.training.pidnet_loss import official_class_weights, pidnet_loss
 from engine.training.loop import (ADAM_WEIGHT_DECAY, LOG_EVERY, TimeBudget, TrainState, build_train_loaders,
                                   loader_limit, next_batch, run_header, set_sampler_epoch, wrap_ddp)
@@ -62,17 +63,7 @@ from utils.metrics import confusion_matrix, miou
 SEGNET_FORMAT = "gsvnet-repro-segnet/1"
 
 
-POLY_POWER = 0.9
-
-
 CHECKPOINT = "segnet_checkpoint.pth.tar"
-
-
-def poly_factor(step: int, total: int, power: float = POLY_POWER, time_fraction: float = 0.0) -> float:
-    """Poly LR multiplier at iteration ``step`` of ``total`` (1 at 0, 0 at total); with a time budget,
-    at the larger of ``step/total`` and ``time_fraction`` (the budget's share spent)."""
-    progress = max(step / max(total, 1), time_fraction)
-    return max(0.0, 1.0 - progress) ** power
 
 
 def _is_pidnet(spec: str) -> bool:
@@ -118,7 +109,7 @@ class SegnetContext:
     model: GSVNet  # only .segnet trains; the wrapper gives normalisation and evaluation
     train_net: torch.nn.Module  # model.segnet, DDP-wrapped when distributed
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    schedule: PolySchedule  # the LR factor of (iteration, budget share)
     scaler: torch.amp.GradScaler
     class_weight: torch.Tensor | None
     loader: DataLoader
@@ -148,10 +139,11 @@ def restore(ctx: SegnetContext, path: Path | None) -> TrainState:
     raw = load_file(path)
     if not (isinstance(raw, dict) and raw.get("format") == SEGNET_FORMAT):
         return TrainState()  # weights only (an official file): start at epoch 0
-    ctx.optimizer.load_state_dict(raw["optimizer"])
-    ctx.scheduler.load_state_dict(raw["scheduler"])
+    ctx.optimizer.load_state_dict(raw["optimizer"])  # with each group's initial_lr and current lr
     best = None if ctx.cfg.reset_best_pred else raw.get("best_pred")
-    return TrainState(epoch=int(raw["epoch"]), best_pred=best, step=int(raw.get("step", 0)))
+    step = int(raw.get("step", 0))
+    return TrainState(epoch=int(raw["epoch"]), best_pred=best, step=step,
+                      lr_step=saved_position(raw.get("scheduler"), step))
 
 
 def keyframe_class_weight(cfg: Config, preset: DatasetPreset, device: torch.device) -> torch.Tensor | None:
@@ -176,7 +168,7 @@ def keyframe_net_loss(spec: str, outputs, label: torch.Tensor, class_weight: tor
     return segnet_loss(outputs, label, class_weight, ignore_index)
 
 
-def segnet_step(ctx: SegnetContext, batch: dict, where: str) -> tuple[float, torch.Tensor]:
+def segnet_step(ctx: SegnetContext, batch: dict, where: str, state: TrainState) -> tuple[float, torch.Tensor]:
     """One optimizer step on annotated frames; returns (loss, label-size main logits, detached)."""
     frames = batch["frames"][:, -1].to(ctx.device, non_blocking=True).float()  # B×3×H×W RGB 0–255
     label = batch["label"].to(ctx.device, non_blocking=True)
@@ -188,7 +180,8 @@ def segnet_step(ctx: SegnetContext, batch: dict, where: str) -> tuple[float, tor
     ctx.scaler.scale(loss).backward()
     ctx.scaler.step(ctx.optimizer)
     ctx.scaler.update()
-    ctx.scheduler.step()
+    state.lr_step += 1
+    apply_schedule(ctx.optimizer, ctx.schedule, state.lr_step, ctx.budget.fraction())
     return float(loss.detach()), main.detach()
 
 
@@ -207,7 +200,7 @@ def train_segnet_one_epoch(ctx: SegnetContext, epoch: int, state: TrainState) ->
     done = 0
     for i in bar:
         batch = next_batch(iterator, "loading a training batch")
-        loss, main = segnet_step(ctx, batch, f"epoch {epoch}, iteration {i}")
+        loss, main = segnet_step(ctx, batch, f"epoch {epoch}, iteration {i}", state)
         state.step += 1
         done, total = i + 1, total + loss
         cm += confusion_matrix(main.argmax(1), batch["label"].to(ctx.device), num_classes, ctx.preset.ignore_index)
@@ -242,7 +235,7 @@ def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is
     ckpt = {"format": SEGNET_FORMAT, "segnet": spec, "model_args": model_args, "epoch": state.epoch,
             "step": state.step, "best_pred": state.best_pred, "current_pred": current, "config": to_dict(ctx.cfg),
             "segnet_state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-            "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict()}
+            "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.schedule.state(state.lr_step)}
     save_atomic(ckpt, folder / CHECKPOINT)
 
 
@@ -261,10 +254,9 @@ def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetConte
     optimizer = build_segnet_optimizer(cfg, model.segnet.parameters())
     total = max(1, cfg.epoch * iterations_per_epoch(cfg, loader))
     budget = TimeBudget(cfg.time_budget)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: poly_factor(step, total, time_fraction=budget.fraction()))
+    start_schedule(optimizer)
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
-    ctx = SegnetContext(cfg, preset, device, model, model.segnet, optimizer, scheduler, make_scaler(device, cfg.amp),
+    ctx = SegnetContext(cfg, preset, device, model, model.segnet, optimizer, PolySchedule(total), make_scaler(device, cfg.amp),
                         keyframe_class_weight(cfg, preset, device), loader, logger, budget)
     state = restore(ctx, path)  # before DDP: its constructor broadcasts rank 0's (restored) weights
     ctx.train_net = wrap_ddp(model.segnet, device)
