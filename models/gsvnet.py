@@ -17,7 +17,8 @@ that make the official weights produce the official numbers (each stated once, h
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from models.gsv import GSV
 from models.keyframe_net import (Normalisation, build_keyframe_net, check_logits, default_normalisation,
                                  parse_spec, propagation_normalisation, read_logits)
 from models.names import FLOW_NETS, FUSIONS
+from models.propagation_model import PropagationModel
 from models.resize import bilinear_taps, resize, resize_bilinear, shrink_uint8
 from models.warp import FLOW_DIVISOR, warp
 
@@ -93,14 +95,17 @@ def _stat_buffer(values: Sequence[float]) -> Tensor:
     return torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
 
 
-class GSVNet(nn.Module):
+class GSVNet(nn.Module, PropagationModel):
     """Keyframe net + flow net + GSV. The keyframe net is always used frozen (eval, no grad).
 
     segnet_name: the keyframe net's spec; keyframe_norm: its input statistics (None: the kind's
     default); num_classes: None = the GSV's. The flow net and GSV inputs use
     ``propagation_normalisation(segnet_name)``, stored as ``seg_divisor``/``rgb_mean``/``rgb_std`` (names
-    from the first release, where both statistics were the same).
+    from the first release, where both statistics were the same). The PyTorch PropagationModel: any frame
+    size, keyframes from float frames.
     """
+    takes_uint8_frames = False
+    frame_sizes = None
 
     def __init__(self, segnet: nn.Module, flow_net: nn.Module, gsv: nn.Module, *, segnet_name: str,
                  flow_name: str, keyframe_norm: Normalisation | None = None, num_classes: int | None = None):
@@ -237,6 +242,16 @@ class GSVNet(nn.Module):
         finally:
             self.gsv.train(gsv_training)
         return logits
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator["GSVNet"]:
+        """Eval mode inside the block, the previous mode after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def train(self, mode: bool = True) -> "GSVNet":
         super().train(mode)
