@@ -11,6 +11,7 @@ import torch
 from engine.deployment.onnx_runtime import OnnxGSVNet
 from models.gsvnet import GSVNet
 from models.propagation_model import PropagationModel
+from models.keyframe_spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 MEMBERS = ("num_classes", "takes_uint8_frames", "frame_sizes", "keyframe", "lowres_bgr", "propagate",
@@ -34,7 +35,7 @@ def test_both_models_name_the_protocol_and_define_every_member():
 
 
 def test_gsvnet_evaluating_restores_the_mode_it_found():
-    model = GSVNet.build("swiftnet", "light", 5)
+    model = GSVNet.build(parse_spec("swiftnet"), "light", 5)
     for mode in (True, False):
         model.train(mode)
         with model.evaluating() as inside:

@@ -25,6 +25,7 @@ from engine.model_builder import assemble_model
 from engine.deployment.onnx_runtime import load_export
 from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from models.labels import logits_to_labels
 from models.propagation_model import PropagationModel
 
@@ -87,7 +88,8 @@ class VideoPredictor:
         our checkpoints rebuilds its model alone. None for ``segnet_weights``/``checkpoint`` leaves that
         part randomly initialised (with a warning), except an hf: net, which keeps its folder's weights.
         """
-        model, _ = assemble_model(segnet, flow, num_classes, segnet_weights=segnet_weights, checkpoint=checkpoint,
+        spec = parse_spec(segnet) if segnet is not None else None  # the public API takes the spec string
+        model, _ = assemble_model(spec, flow, num_classes, segnet_weights=segnet_weights, checkpoint=checkpoint,
                                   flow_weights=flow_weights, segnet_mean=segnet_mean, segnet_std=segnet_std,
                                   segnet_input_range=segnet_input_range, missing_segnet="warn")
         if not checkpoint:

@@ -287,7 +287,7 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
     seed_everything(cfg.seed, dist.rank())  # different augmentation per rank
     set_trainable(model, cfg)
     train_model = GSVNet(model.segnet, wrap_ddp(model.flow_net, device), wrap_ddp(model.gsv, device),
-                         segnet_name=cfg.segnet, flow_name=cfg.optical_flow_network,
+                         spec=model.spec, flow_name=cfg.optical_flow_network,
                          keyframe_norm=model.keyframe_norm).to(device)
     optimizer = build_optimizer(model, cfg)
     start_schedule(optimizer)

@@ -53,7 +53,8 @@ from engine.training.pidnet_loss import official_class_weights, pidnet_loss
 from engine.training.loop import (ADAM_WEIGHT_DECAY, LOG_EVERY, TimeBudget, TrainState, build_train_loaders,
                                   loader_limit, next_batch, run_header, set_sampler_epoch, wrap_ddp)
 from models.gsvnet import GSVNet, normalisation_dict
-from models.keyframe_net import parse_spec, read_logits
+from models.keyframe_net import read_logits
+from models.keyframe_spec import KeyframeNetSpec
 from models.pidnet_weights import NETWORK_PREFIX
 from utils.checkpoint import load_file, save_atomic
 from utils.logging import RunLogger
@@ -66,27 +67,21 @@ SEGNET_FORMAT = "gsvnet-repro-segnet/1"
 CHECKPOINT = "segnet_checkpoint.pth.tar"
 
 
-def _is_pidnet(spec: str) -> bool:
-    parsed = parse_spec(spec)
-    return parsed.kind == "builtin" and parsed.target.startswith("pidnet")
-
-
-def weights_name(spec: str, best: bool = False) -> str:
+def weights_name(spec: KeyframeNetSpec, best: bool = False) -> str:
     """The weights file (or, for hf:, folder) name in the run folder; official extensions for built-ins."""
     stem = "segnet_best" if best else "segnet"
-    parsed = parse_spec(spec)
-    if parsed.kind == "hf":
+    if spec.kind == "hf":
         return stem
-    return stem + (".pt" if parsed.spec == "swiftnet" or _is_pidnet(spec) else ".pth")
+    return stem + (".pt" if spec.spec == "swiftnet" or spec.is_pidnet else ".pth")
 
 
-def official_weights(segnet: str, state_dict: dict) -> dict | object:
+def official_weights(spec: KeyframeNetSpec, state_dict: dict) -> dict | object:
     """The object the official code saves/loads for this keyframe net (docs/formats.md); a plain state_dict
     for kinds without an official format."""
     sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}  # no channels-last strides on disk
-    if _is_pidnet(segnet):
+    if spec.is_pidnet:
         return {NETWORK_PREFIX + k: v for k, v in sd.items()}  # the released FullModel layout
-    return {"state_dict": sd} if parse_spec(segnet).spec == "bisenet" else sd
+    return {"state_dict": sd} if spec.spec == "bisenet" else sd
 
 
 def save_pretrained_atomic(net: torch.nn.Module, folder: Path) -> None:
@@ -150,20 +145,20 @@ def keyframe_class_weight(cfg: Config, preset: DatasetPreset, device: torch.devi
     """CE class weights of keyframe-net training with --class-weights 1: PIDNet its official config's own
     (engine.training.pidnet_loss.official_class_weights: Cityscapes-class data 0.84–1.15, CamVid none), every other
     net the preset's (GSVNet's) weights; None with --class-weights 0."""
-    if not _is_pidnet(cfg.segnet):
+    if not cfg.segnet.is_pidnet:
         return class_weight_tensor(cfg, preset, device)
     weights = official_class_weights(preset.kind, preset.num_classes) if cfg.class_weights else None
     return None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
 
 
-def keyframe_net_loss(spec: str, outputs, label: torch.Tensor, class_weight: torch.Tensor | None,
+def keyframe_net_loss(spec: KeyframeNetSpec, outputs, label: torch.Tensor, class_weight: torch.Tensor | None,
                       ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, main logits at label size) of a training-form forward result: pidnet_loss for PIDNet,
     segnet_loss (CE, + BiSeNet's aux heads) for the other built-ins, CE of the main logits otherwise."""
-    if _is_pidnet(spec):
+    if spec.is_pidnet:
         loss, _ = pidnet_loss(outputs, label, class_weights=class_weight, ignore_index=ignore_index)
         return loss, upsample_to(outputs[1], label.shape[-2:])
-    if parse_spec(spec).kind != "builtin":
+    if spec.kind != "builtin":
         outputs = read_logits(spec, outputs)
     return segnet_loss(outputs, label, class_weight, ignore_index)
 
@@ -174,7 +169,7 @@ def segnet_step(ctx: SegnetContext, batch: dict, where: str, state: TrainState) 
     label = batch["label"].to(ctx.device, non_blocking=True)
     with autocast(ctx.device, ctx.cfg.amp):
         outputs = ctx.train_net(ctx.model.normalise_rgb(frames).contiguous(memory_format=torch.channels_last))
-    loss, main = keyframe_net_loss(ctx.model.segnet_name, outputs, label, ctx.class_weight, ctx.preset.ignore_index)
+    loss, main = keyframe_net_loss(ctx.model.spec, outputs, label, ctx.class_weight, ctx.preset.ignore_index)
     stop_if_non_finite(float(loss.detach()), where, run_dir(ctx.cfg) / CHECKPOINT)
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.scaler.scale(loss).backward()
@@ -221,8 +216,8 @@ def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is
     """Weights in the net's format (+ best copy) and the resumable checkpoint, atomically (rank 0)."""
     if not dist.is_main():
         return
-    spec, net, folder = ctx.model.segnet_name, ctx.model.segnet, run_dir(ctx.cfg)
-    if parse_spec(spec).kind == "hf":
+    spec, net, folder = ctx.model.spec, ctx.model.segnet, run_dir(ctx.cfg)
+    if spec.kind == "hf":
         for name in [weights_name(spec)] + ([weights_name(spec, best=True)] if is_best else []):
             save_pretrained_atomic(net, folder / name)
     else:
@@ -230,9 +225,9 @@ def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is
         save_atomic(weights, folder / weights_name(spec))
         if is_best:
             save_atomic(weights, folder / weights_name(spec, best=True))
-    model_args = {"segnet": spec, "num_classes": ctx.model.num_classes, "training_form": True,
+    model_args = {"segnet": spec.spec, "num_classes": ctx.model.num_classes, "training_form": True,
                   "keyframe_normalisation": normalisation_dict(ctx.model.keyframe_norm)}
-    ckpt = {"format": SEGNET_FORMAT, "segnet": spec, "model_args": model_args, "epoch": state.epoch,
+    ckpt = {"format": SEGNET_FORMAT, "segnet": spec.spec, "model_args": model_args, "epoch": state.epoch,
             "step": state.step, "best_pred": state.best_pred, "current_pred": current, "config": to_dict(ctx.cfg),
             "segnet_state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
             "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.schedule.state(state.lr_step)}
@@ -289,10 +284,10 @@ def train_keyframe_net(cfg: Config, device: torch.device) -> int:
             break
     ctx.logger.close()
     if dist.is_main():
-        spec = parse_spec(cfg.segnet)
-        best = folder / weights_name(spec.spec, best=True)
+        spec = cfg.segnet
+        best = folder / weights_name(spec, best=True)
         form = {"builtin": "official", "hf": "save_pretrained folder"}.get(spec.kind, "plain state_dict")
-        print(f"keyframe-net weights ({spec.spec}, {form}): {folder / weights_name(spec.spec)}\n"
+        print(f"keyframe-net weights ({spec.spec}, {form}): {folder / weights_name(spec)}\n"
               f"best epoch (val mIoU {state.best_pred}): {best}\n"
               f"next: python main.py --segnet {spec.spec} --dataset {cfg.dataset} --segnet-weights {best} ...")
     return 0
