@@ -308,7 +308,7 @@ def train_propagation(cfg: Config, device: torch.device) -> int:
         print(run_header(cfg, "propagation training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
     if cfg.pretrain_flow != "none":
         with ctx.budget.counting():
-            maybe_pretrain_flow(ctx, resume)
+            maybe_pretrain_flow(cfg, ctx.preset, ctx.model, ctx.train_model, device, ctx.logger, resume)
     for epoch in range(state.epoch, cfg.epoch):
         set_sampler_epoch(ctx.loaders, epoch)
         with ctx.budget.counting():
