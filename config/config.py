@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from models.keyframe_spec import DEFAULT_SPEC, KeyframeNetSpec, parse_spec
 from models.names import FLOW_NETS, FUSIONS
 
 DATASETS = ("synthetic", "cityscapes_2k", "cityscapes", "camvid", "folder", "vspw")
@@ -37,7 +38,7 @@ class Config:
     train_segnet: bool = _f(False, "Train the keyframe network itself on the annotated frames (needed when no "
                                    "pretrained SwiftNet/BiSeNet weights exist, e.g. on the synthetic data).")
     # --- networks -----------------------------------------------------------------------------
-    segnet: str = _f("swiftnet", "Keyframe network spec: swiftnet | bisenet | pidnet_s | pidnet_m | pidnet_l | "
+    segnet: KeyframeNetSpec = _f(DEFAULT_SPEC, "Keyframe network spec: swiftnet | bisenet | pidnet_s | pidnet_m | pidnet_l | "
                                  "torchvision:<builder> | hf:<folder or hub id> | module:<dotted.path>:<factory>.")
     segnet_mean: list = _f([], "Keyframe-net input mean R G B (default: the kind's own; ImageNet for generic kinds).",
                            nargs=3,
@@ -186,6 +187,11 @@ class Config:
     # --- distributed --------------------------------------------------------------------------
     local_rank: int = _f(0, "Set by torch.distributed.launch (also --local-rank); torchrun uses LOCAL_RANK.")
 
+    def __post_init__(self) -> None:
+        """The --segnet string is parsed here, once, where it enters (ValueError if malformed)."""
+        if isinstance(self.segnet, str):
+            self.segnet = parse_spec(self.segnet)
+
 
 def str2bool(value: str | bool) -> bool:
     if isinstance(value, bool):
@@ -233,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     args = build_parser().parse_args(argv)
-    cfg = Config(**{k: ([] if v is None and k == "export_size" else v) for k, v in vars(args).items()})
+    try:
+        cfg = Config(**{k: ([] if v is None and k == "export_size" else v) for k, v in vars(args).items()})
+    except ValueError as err:  # the --segnet spec (the only field parsed on construction)
+        raise SystemExit(f"error: --segnet: {err}") from None
     if "LOCAL_RANK" in os.environ:
         cfg.local_rank = int(os.environ["LOCAL_RANK"])
     validate(cfg)
@@ -258,11 +267,6 @@ def validate(cfg: Config) -> None:
         raise SystemExit("error: --train-scales must be positive")
     if cfg.key_interval < 1:
         raise SystemExit("error: --key-interval must be >= 1")
-    from models.keyframe_net import parse_spec  # the interface owns what a valid spec is
-    try:
-        parse_spec(cfg.segnet)
-    except ValueError as err:
-        raise SystemExit(f"error: --segnet: {err}") from None
     for name in ("key_scale", "eval_scale"):
         if not 0 < getattr(cfg, name) <= 2:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be in (0, 2]")
@@ -274,4 +278,5 @@ def mode_of(cfg: Config) -> str:
 
 
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """The Config as plain types (config.json, checkpoints): the keyframe-net spec as its string."""
+    return {**dataclasses.asdict(cfg), "segnet": cfg.segnet.spec}

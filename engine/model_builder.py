@@ -29,29 +29,30 @@ from engine.runs import FLOWNET_FILE, REPO, segnet_weights_path
 from models.checkpoints import (gsv_has_intra, gsv_num_classes, gsvnet_parts, guess_flow_name, load_flow_weights,
                                 load_keyframe_state, load_keyframe_weights, load_strict)
 from models.gsvnet import INPUT_RANGE_DIVISOR, GSVNet, normalisation_dict
-from models.keyframe_net import build_keyframe_net, parse_spec, propagation_normalisation
+from models.keyframe_net import build_keyframe_net, propagation_normalisation
+from models.keyframe_spec import DEFAULT_SPEC, KeyframeNetSpec, hf_folder_spec
 from utils.seed import seed_everything
 
 MISSING_SEGNET = ("warn", "error", "quiet")
-DEFAULTS = {"segnet": "swiftnet", "flow": "light", "num_classes": 19}  # when neither caller nor file says
+DEFAULTS = {"segnet": DEFAULT_SPEC, "flow": "light", "num_classes": 19}  # when neither caller nor file says
 
 
-def _check_recorded(spec: str, recorded: dict, path: str) -> None:
+def _check_recorded(spec: KeyframeNetSpec, recorded: dict, path: str) -> None:
     """A checkpoint's flow net and GSV only fit the statistics they were trained on."""
     stored = recorded["propagation_normalisation"]
     wanted = normalisation_dict(propagation_normalisation(spec))
     if stored != wanted:
         raise ValueError(
             f"{path}: its flow net and GSV were trained with keyframe net {recorded['segnet']!r}, on 1/8 inputs "
-            f"normalised with {stored}; keyframe net {spec!r} feeds them {wanted}. Use --segnet "
+            f"normalised with {stored}; keyframe net {spec.spec!r} feeds them {wanted}. Use --segnet "
             f"{recorded['segnet']} or a checkpoint trained with {spec}")
-    if recorded["segnet"] != spec:
-        warnings.warn(f"{path}: trained with keyframe net {recorded['segnet']!r}, now used with {spec!r}")
+    if recorded["segnet"] != spec.spec:
+        warnings.warn(f"{path}: trained with keyframe net {recorded['segnet']!r}, now used with {spec.spec!r}")
 
 
-def _norm_overrides(recorded: dict | None, spec: str, mean, std, input_range) -> dict:
+def _norm_overrides(recorded: dict | None, spec: KeyframeNetSpec, mean, std, input_range) -> dict:
     """Explicit overrides; else what the checkpoint recorded for this very spec; else the kind's default."""
-    if mean or std or input_range or recorded is None or recorded["segnet"] != spec:
+    if mean or std or input_range or recorded is None or recorded["segnet"] != spec.spec:
         return {"segnet_mean": mean or None, "segnet_std": std or None, "segnet_input_range": input_range or 0}
     stored = recorded["keyframe_normalisation"]
     by_divisor = {divisor: value for value, divisor in INPUT_RANGE_DIVISOR.items()}
@@ -61,8 +62,8 @@ def _norm_overrides(recorded: dict | None, spec: str, mean, std, input_range) ->
             "segnet_input_range": by_divisor[float(stored["divisor"])]}
 
 
-def _resolve(spec: str | None, flow: str | None, num_classes: int | None, intra: bool | None,
-             parts: dict | None, path: str, check_flow: bool) -> tuple[str, str, int, bool]:
+def _resolve(spec: KeyframeNetSpec | None, flow: str | None, num_classes: int | None, intra: bool | None,
+             parts: dict | None, path: str, check_flow: bool) -> tuple[KeyframeNetSpec, str, int, bool]:
     """The constructor arguments: the caller's, else the checkpoint's, else DEFAULTS; mismatches fail."""
     recorded = parts["model_args"] if parts is not None else None
     if parts is not None:
@@ -75,26 +76,25 @@ def _resolve(spec: str | None, flow: str | None, num_classes: int | None, intra:
             raise ValueError(f"{path}: holds a '{stored_flow}' flow net, but flow={flow!r}")
         flow = flow or stored_flow
         intra = gsv_has_intra(parts["gsv"]) if intra is None else intra
-    spec = parse_spec(spec or (recorded or {}).get("segnet") or DEFAULTS["segnet"]).spec
+    spec = spec or (parts["spec"] if parts is not None else None) or DEFAULTS["segnet"]
     if recorded is not None:
         _check_recorded(spec, recorded, path)
     return (spec, flow or DEFAULTS["flow"], num_classes or DEFAULTS["num_classes"], True if intra is None else intra)
 
 
-def _keyframe_net(spec: str, num_classes: int, weights: str | None, training_form: bool,
+def _keyframe_net(spec: KeyframeNetSpec, num_classes: int, weights: str | None, training_form: bool,
                   partial_backbone: bool) -> tuple[nn.Module, str | None]:
     """(the keyframe net, the weights file it was loaded from or None)."""
-    parsed = parse_spec(spec)
     if weights is None:
-        return build_keyframe_net(parsed, num_classes, training_form=training_form), None
+        return build_keyframe_net(spec, num_classes, training_form=training_form), None
     if not Path(weights).exists():
         raise FileNotFoundError(f"keyframe-net weights not found: {weights}")
-    if parsed.kind in ("torchvision", "module"):
-        return build_keyframe_net(parsed, num_classes, weights=weights, training_form=training_form), weights
-    if parsed.kind == "hf" and Path(weights).is_dir():  # another save_pretrained folder of the same net
-        return build_keyframe_net(f"hf:{weights}", num_classes, training_form=training_form), weights
-    net = build_keyframe_net(parsed, num_classes, training_form=training_form)
-    load_keyframe_weights(net, parsed.spec, weights, partial_backbone=partial_backbone)
+    if spec.kind in ("torchvision", "module"):
+        return build_keyframe_net(spec, num_classes, weights=weights, training_form=training_form), weights
+    if spec.kind == "hf" and Path(weights).is_dir():  # another save_pretrained folder of the same net
+        return build_keyframe_net(hf_folder_spec(weights), num_classes, training_form=training_form), weights
+    net = build_keyframe_net(spec, num_classes, training_form=training_form)
+    load_keyframe_weights(net, spec, weights, partial_backbone=partial_backbone)
     return net, weights
 
 
@@ -111,7 +111,7 @@ def _load_propagation(model: GSVNet, parts: dict | None, path: str, flow_weights
         warnings.warn(f"{path}: no flow weights (state_dict_of); the flow net stays randomly initialised")
 
 
-def assemble_model(spec: str | None, flow: str | None, num_classes: int | None, *,
+def assemble_model(spec: KeyframeNetSpec | None, flow: str | None, num_classes: int | None, *,
                    segnet_weights: str | None = None, checkpoint: str | None = None,
                    flow_weights: str | None = None, intra: bool | None = None,
                    segnet_mean: Sequence[float] | None = None, segnet_std: Sequence[float] | None = None,
@@ -140,7 +140,7 @@ def assemble_model(spec: str | None, flow: str | None, num_classes: int | None, 
     if source is None and parts is not None and parts["segnet"] is not None:
         load_keyframe_state(net, spec, parts["segnet"], path)
         source = path
-    if source is None and parse_spec(spec).kind != "hf":
+    if source is None and spec.kind != "hf":
         if missing_segnet == "error":
             raise FileNotFoundError(f"keyframe-net weights for {spec} not found{missing_hint}")
         if missing_segnet == "warn":
@@ -174,7 +174,7 @@ def build_model(cfg: Config, preset: DatasetPreset, device: torch.device, resume
     # a missing default file falls back to the checkpoint's keyframe net, else to missing_segnet
     weights = str(path) if path is not None and path.exists() else None
     if missing_segnet is None:
-        missing_segnet = "error" if parse_spec(cfg.segnet).kind == "builtin" else "warn"
+        missing_segnet = "error" if cfg.segnet.kind == "builtin" else "warn"
     hint = (f": {path}; train them with `python main.py --train-segnet 1` (or `make demo`, which trains everything "
             f"on the synthetic data), pass --segnet-weights PATH, or put the official file there (weights/README.md)")
     flow_weights = None

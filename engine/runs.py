@@ -16,7 +16,7 @@ from pathlib import Path
 from config.config import Config, to_dict
 from config.dataset_preset import DatasetPreset
 from config.presets import get_preset
-from models.keyframe_net import parse_spec, spec_dirname
+from models.keyframe_spec import spec_dirname
 from utils.logging import git_commit, write_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ def segnet_weights_path(cfg: Config) -> Path | None:
     None for generic kinds (their start is random, or an hf: folder's own weights)."""
     if cfg.segnet_weights:
         return Path(cfg.segnet_weights)
-    name = SEGNET_FILES.get(parse_spec(cfg.segnet).spec)
+    name = SEGNET_FILES.get(cfg.segnet.spec)
     return REPO / "weights" / name if name else None
 
 
@@ -88,7 +88,7 @@ def resolve_resume(cfg: Config) -> Path | None:
         return None
     if cfg.resume in ("1", "true", "True"):
         candidates = [run_dir(cfg) / "checkpoint.pth.tar"]
-        official = GSVNET_FILES.get(parse_spec(cfg.segnet).spec)
+        official = GSVNET_FILES.get(cfg.segnet.spec)
         candidates += [REPO / "weights" / official] if official else []
         for candidate in candidates:
             if candidate.is_file():

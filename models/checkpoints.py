@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from models.gsvnet import keyframe_normalisation, normalisation_dict
-from models.keyframe_net import parse_spec, propagation_normalisation
+from models.keyframe_net import propagation_normalisation
+from models.keyframe_spec import KeyframeNetSpec, parse_spec
 from models.pidnet import HEAD_PREFIXES
 from models.pidnet_weights import load_pidnet_weights
 from models.state_dicts import load_strict, plain_state_dict, segnet_state_dict
@@ -52,7 +53,7 @@ def gsvnet_parts(path: str) -> dict[str, Any]:
 
     Returns {"gsv": sd without "grm.", "flow": sd or None, "segnet": sd or None, "epoch": int,
     "best_pred": float or None, "config": dict or None, "model_args": :func:`recorded_model_args`,
-    "raw": the loaded dict}.
+    "spec": the KeyframeNetSpec model_args name or None, "raw": the loaded dict}.
     """
     obj = load_file(path)
     if not isinstance(obj, Mapping) or "state_dict" not in obj:
@@ -66,6 +67,7 @@ def gsvnet_parts(path: str) -> dict[str, Any]:
     flow = obj.get("state_dict_of")
     segnet = obj.get("segnet_state_dict")
     config = obj.get("config")
+    model_args = recorded_model_args(obj, gsv, flow, path)
     return {
         "gsv": gsv,
         "flow": plain_state_dict(flow, path, "state_dict_of") if flow is not None else None,
@@ -73,7 +75,8 @@ def gsvnet_parts(path: str) -> dict[str, Any]:
         "epoch": int(obj.get("epoch", 0)),
         "best_pred": obj.get("best_pred"),
         "config": dict(config) if isinstance(config, Mapping) else None,
-        "model_args": recorded_model_args(obj, gsv, flow, path),
+        "model_args": model_args,
+        "spec": recorded_spec(model_args, path) if model_args is not None else None,
         "raw": obj,
     }
 
@@ -98,14 +101,23 @@ def _flow_name(flow: nn.Module) -> str:
 def model_args_from_config(config: Mapping[str, Any], num_classes: int, intra: bool, flow: str) -> dict | None:
     """model_args of a run whose saved config names the keyframe net (None if it does not)."""
     try:
-        spec = parse_spec(config["segnet"]).spec
-        norm = keyframe_normalisation(spec, config.get("segnet_mean"), config.get("segnet_std"),
+        parsed = parse_spec(config["segnet"])  # a string in a file: parsed where it is read
+        norm = keyframe_normalisation(parsed, config.get("segnet_mean"), config.get("segnet_std"),
                                       config.get("segnet_input_range", 0))
     except (KeyError, TypeError, ValueError):
         return None
-    return {"segnet": spec, "num_classes": int(num_classes), "flow": str(config.get("optical_flow_network", flow)),
-            "intra": bool(intra), "keyframe_normalisation": normalisation_dict(norm),
-            "propagation_normalisation": normalisation_dict(propagation_normalisation(spec))}
+    return {"segnet": parsed.spec, "num_classes": int(num_classes),
+            "flow": str(config.get("optical_flow_network", flow)), "intra": bool(intra),
+            "keyframe_normalisation": normalisation_dict(norm),
+            "propagation_normalisation": normalisation_dict(propagation_normalisation(parsed))}
+
+
+def recorded_spec(model_args: Mapping[str, Any], path: str) -> KeyframeNetSpec:
+    """The keyframe net a checkpoint's model_args names (a string in the file), parsed; ValueError naming the file."""
+    try:
+        return parse_spec(model_args["segnet"])
+    except ValueError as err:
+        raise ValueError(f"{path}: model_args: {err}") from err
 
 
 def recorded_model_args(obj: Mapping[str, Any], gsv_sd: Mapping[str, torch.Tensor],
@@ -147,26 +159,24 @@ def gsvnet_checkpoint(gsv: nn.Module, flow: nn.Module, *, model_args: Mapping[st
 
 
 # --- keyframe-net weights of every kind --------------------------------------------------------------
-def load_keyframe_state(net: nn.Module, spec: str, sd: Mapping[str, torch.Tensor], path: str) -> None:
+def load_keyframe_state(net: nn.Module, spec: KeyframeNetSpec, sd: Mapping[str, torch.Tensor], path: str) -> None:
     """Strictly load one of our keyframe-net state_dicts (unprefixed keys). A PIDNet saved in its
     training form fits an inference-form model: the training-only heads the model lacks are dropped."""
-    parsed = parse_spec(spec)
-    if parsed.kind == "builtin" and parsed.target.startswith("pidnet"):
+    if spec.is_pidnet:
         own = net.state_dict()
         sd = OrderedDict((k, v) for k, v in sd.items() if k in own or not k.startswith(HEAD_PREFIXES))
-    load_strict(net, sd, f"keyframe net {parsed.spec}", path)
+    load_strict(net, sd, f"keyframe net {spec}", path)
 
 
-def load_keyframe_weights(net: nn.Module, spec: str, path: str, *, partial_backbone: bool = False) -> None:
+def load_keyframe_weights(net: nn.Module, spec: KeyframeNetSpec, path: str, *, partial_backbone: bool = False) -> None:
     """Load a keyframe-net weights file into ``net`` (built for ``spec``): official SwiftNet/BiSeNet/PIDNet
     files, our keyframe-net and GSVNet checkpoints, or a plain state_dict (torchvision:, module:, hf:).
     partial_backbone: a PIDNet ImageNet backbone file may cover only part of the net (training start)."""
-    parsed = parse_spec(spec)
-    if parsed.kind == "builtin" and parsed.target.startswith("pidnet"):
+    if spec.is_pidnet:
         obj = load_file(path)
         if isinstance(obj, Mapping) and "segnet_state_dict" in obj:  # one of our checkpoints
             load_keyframe_state(net, spec, plain_state_dict(obj["segnet_state_dict"], path, "segnet_state_dict"), path)
         else:
             load_pidnet_weights(net, path, allow_partial_backbone=partial_backbone)
         return
-    load_strict(net, segnet_state_dict(path), f"keyframe net {parsed.spec}", path)
+    load_strict(net, segnet_state_dict(path), f"keyframe net {spec}", path)

@@ -17,7 +17,8 @@ that make the official weights produce the official numbers (each stated once, h
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,8 +28,10 @@ from models import cpu_kernels
 from models.flownet import build_flow_net
 from models.gsv import GSV
 from models.keyframe_net import (Normalisation, build_keyframe_net, check_logits, default_normalisation,
-                                 parse_spec, propagation_normalisation, read_logits)
+                                 propagation_normalisation, read_logits)
+from models.keyframe_spec import DEFAULT_SPEC, KeyframeNetSpec
 from models.names import FLOW_NETS, FUSIONS
+from models.propagation_model import PropagationModel
 from models.resize import bilinear_taps, resize, resize_bilinear, shrink_uint8
 from models.warp import FLOW_DIVISOR, warp
 
@@ -37,7 +40,8 @@ OUTPUT_STRIDE = 8  # propagation happens on the (H//8, W//8) grid
 INPUT_RANGE_DIVISOR = {1: 255.0, 255: 1.0}
 
 
-def keyframe_normalisation(spec: str, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+def keyframe_normalisation(spec: KeyframeNetSpec, mean: Sequence[float] | None = None,
+                           std: Sequence[float] | None = None,
                            input_range: int | None = 0) -> Normalisation:
     """The keyframe net's input statistics: the kind's default with the given parts replaced.
 
@@ -93,23 +97,26 @@ def _stat_buffer(values: Sequence[float]) -> Tensor:
     return torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
 
 
-class GSVNet(nn.Module):
+class GSVNet(nn.Module, PropagationModel):
     """Keyframe net + flow net + GSV. The keyframe net is always used frozen (eval, no grad).
 
-    segnet_name: the keyframe net's spec; keyframe_norm: its input statistics (None: the kind's
-    default); num_classes: None = the GSV's. The flow net and GSV inputs use
-    ``propagation_normalisation(segnet_name)``, stored as ``seg_divisor``/``rgb_mean``/``rgb_std`` (names
-    from the first release, where both statistics were the same).
+    spec: the keyframe net's parsed spec (``segnet_name`` its string); keyframe_norm: its input statistics
+    (None: the kind's default); num_classes: None = the GSV's. The flow net and GSV inputs use
+    ``propagation_normalisation(spec)``, stored as ``seg_divisor``/``rgb_mean``/``rgb_std`` (names
+    from the first release, where both statistics were the same). The PyTorch PropagationModel: any frame
+    size, keyframes from float frames.
     """
+    takes_uint8_frames = False
+    frame_sizes = None
 
-    def __init__(self, segnet: nn.Module, flow_net: nn.Module, gsv: nn.Module, *, segnet_name: str,
+    def __init__(self, segnet: nn.Module, flow_net: nn.Module, gsv: nn.Module, *, spec: KeyframeNetSpec,
                  flow_name: str, keyframe_norm: Normalisation | None = None, num_classes: int | None = None):
         super().__init__()
         if flow_name not in FLOW_NETS:
             raise ValueError(f"flow must be one of {FLOW_NETS}, got {flow_name!r}")
         self.segnet, self.flow_net, self.gsv = segnet, flow_net, gsv
-        self.spec = parse_spec(segnet_name)
-        self.segnet_name, self.flow_name = self.spec.spec, flow_name
+        self.spec = spec
+        self.segnet_name, self.flow_name = spec.spec, flow_name
         self.num_classes = int(num_classes if num_classes is not None else _unwrapped(gsv).num_classes)
         self.keyframe_norm = keyframe_norm or default_normalisation(self.spec)
         self.propagation_norm = propagation_normalisation(self.spec)
@@ -121,7 +128,7 @@ class GSVNet(nn.Module):
         self.register_buffer("rgb_std", _stat_buffer(self.propagation_norm.std), persistent=False)
 
     @classmethod
-    def build(cls, segnet: str = "swiftnet", flow: str = "light", num_classes: int = 19, intra: bool = True, *,
+    def build(cls, segnet: KeyframeNetSpec = DEFAULT_SPEC, flow: str = "light", num_classes: int = 19, intra: bool = True, *,
               segnet_mean: Sequence[float] | None = None, segnet_std: Sequence[float] | None = None,
               segnet_input_range: int | None = 0, training_form: bool = False,
               keyframe_net: nn.Module | None = None) -> "GSVNet":
@@ -131,7 +138,7 @@ class GSVNet(nn.Module):
         norm = keyframe_normalisation(segnet, segnet_mean, segnet_std, segnet_input_range)
         if keyframe_net is None:
             keyframe_net = build_keyframe_net(segnet, num_classes, training_form=training_form)
-        return cls(keyframe_net, build_flow_net(flow), GSV(num_classes, intra=intra), segnet_name=segnet,
+        return cls(keyframe_net, build_flow_net(flow), GSV(num_classes, intra=intra), spec=segnet,
                    flow_name=flow, keyframe_norm=norm, num_classes=num_classes)
 
     def constructor_args(self) -> dict:
@@ -237,6 +244,16 @@ class GSVNet(nn.Module):
         finally:
             self.gsv.train(gsv_training)
         return logits
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator["GSVNet"]:
+        """Eval mode inside the block, the previous mode after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def train(self, mode: bool = True) -> "GSVNet":
         super().train(mode)

@@ -1,7 +1,8 @@
 """Keyframe nets: the one place that knows how to name, build, feed and read each image-segmentation net
 the GSVNet pipeline can run on keyframes.
 
-A keyframe net is named by a spec string, the same in the CLI, configs and run folders:
+A keyframe net is named by a spec string, the same in the CLI, configs and run folders, parsed once where it
+enters (models/keyframe_spec.py) into a ``KeyframeNetSpec``, which everything here takes:
 
     swiftnet | bisenet | pidnet_s | pidnet_m | pidnet_l            built-in nets of this repository
     torchvision:<builder>        a builder of torchvision.models.segmentation, random init, no download
@@ -23,10 +24,8 @@ Conventions (stated once, here):
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
-import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,11 +36,9 @@ from torch import Tensor, nn
 
 from models.bisenet import IMAGENET_MEAN, IMAGENET_STD, BiSeNet
 from models.state_dicts import load_strict, segnet_state_dict
+from models.keyframe_spec import BUILTIN_NAMES, KeyframeNetSpec
 from models.swiftnet import SWIFTNET_MEAN, SWIFTNET_STD, SwiftNet
 
-KINDS = ("builtin", "torchvision", "hf", "module")
-SPEC_FORMS = ("swiftnet | bisenet | pidnet_s | pidnet_m | pidnet_l | torchvision:<builder> | "
-              "hf:<local folder or hub id> | module:<dotted.path>:<factory>")
 HF_OUTPUT_STRIDES = {"segformer": 4}  # model_type -> stride of its logits; other types: unknown
 
 
@@ -66,15 +63,6 @@ class Normalisation:
 
 IMAGENET = Normalisation(IMAGENET_MEAN, IMAGENET_STD, 255.0)
 SWIFTNET = Normalisation(SWIFTNET_MEAN, SWIFTNET_STD, 1.0)
-
-
-@dataclass(frozen=True)
-class KeyframeNetSpec:
-    """A parsed spec: ``spec`` the canonical string, ``kind`` one of KINDS, ``target`` what follows the
-    kind prefix (the built-in name itself for built-ins)."""
-    spec: str
-    kind: str
-    target: str
 
 
 @dataclass(frozen=True)
@@ -106,62 +94,29 @@ BUILTINS: dict[str, BuiltinNet] = {
     "pidnet_m": BuiltinNet(partial(_build_pidnet, "m"), IMAGENET, 1, 8),
     "pidnet_l": BuiltinNet(partial(_build_pidnet, "l"), IMAGENET, 1, 8),
 }
+assert tuple(BUILTINS) == BUILTIN_NAMES
 
 
-# --- specs ---------------------------------------------------------------------------------------
-def _bad_spec(spec: Any, reason: str) -> ValueError:
-    return ValueError(f"keyframe net spec {spec!r}: {reason}. Accepted: {SPEC_FORMS}")
-
-
-def _is_dotted_path(text: str) -> bool:
-    return all(part.isidentifier() for part in text.split("."))
-
-
-def parse_spec(spec: str) -> KeyframeNetSpec:
-    """Parse and validate a spec string (surrounding whitespace ignored); ValueError naming it if malformed."""
-    if not isinstance(spec, str):
-        raise _bad_spec(spec, f"expected a string, got {type(spec).__name__}")
-    text = spec.strip()
-    if text in BUILTINS:
-        return KeyframeNetSpec(text, "builtin", text)
-    prefix, colon, target = text.partition(":")
-    target = target.strip()
-    if not colon or prefix not in KINDS[1:]:
-        raise _bad_spec(spec, "unknown keyframe net name")
-    if prefix == "torchvision" and not target.isidentifier():
-        raise _bad_spec(spec, "torchvision: needs a builder name, e.g. torchvision:lraspp_mobilenet_v3_large")
-    if prefix == "hf" and not target:
-        raise _bad_spec(spec, "hf: needs a folder written by save_pretrained or a hub id")
-    if prefix == "module":
-        path, colon, factory = target.partition(":")
-        if not (colon and _is_dotted_path(path) and factory.isidentifier()):
-            raise _bad_spec(spec, "module: needs <dotted.path>:<factory>, e.g. module:my_pkg.nets:make_net")
-    return KeyframeNetSpec(f"{prefix}:{target}", prefix, target)
-
-
-def _as_spec(spec: KeyframeNetSpec | str) -> KeyframeNetSpec:
-    return spec if isinstance(spec, KeyframeNetSpec) else parse_spec(spec)
-
-
-def default_normalisation(spec: KeyframeNetSpec | str) -> Normalisation:
+# --- what a spec implies ------------------------------------------------------------------------
+def default_normalisation(spec: KeyframeNetSpec) -> Normalisation:
     """Input statistics of the keyframe net: a built-in's own, ImageNet on RGB 0–1 for every other kind."""
-    parsed = _as_spec(spec)
+    parsed = spec
     return BUILTINS[parsed.target].normalisation if parsed.kind == "builtin" else IMAGENET
 
 
-def propagation_normalisation(spec: KeyframeNetSpec | str) -> Normalisation:
+def propagation_normalisation(spec: KeyframeNetSpec) -> Normalisation:
     """Statistics of the flow-net and GSV inputs: SwiftNet's or BiSeNet's own (the official weights were
     trained so), ImageNet on RGB 0–1 for every other keyframe net."""
-    parsed = _as_spec(spec)
+    parsed = spec
     if parsed.kind == "builtin" and parsed.target in ("swiftnet", "bisenet"):
         return BUILTINS[parsed.target].normalisation
     return IMAGENET
 
 
-def output_stride(spec: KeyframeNetSpec | str) -> int | None:
+def output_stride(spec: KeyframeNetSpec) -> int | None:
     """Input size / logits size: built-ins their own, torchvision 1 (logits at input size), a local hf
     folder by its model_type (SegFormer 4), None where unknown (module kind, hub ids, other hf types)."""
-    parsed = _as_spec(spec)
+    parsed = spec
     if parsed.kind == "builtin":
         return BUILTINS[parsed.target].output_stride
     if parsed.kind == "torchvision":
@@ -170,20 +125,6 @@ def output_stride(spec: KeyframeNetSpec | str) -> int | None:
     if parsed.kind == "hf" and config.is_file():
         return HF_OUTPUT_STRIDES.get(json.loads(config.read_text()).get("model_type"))
     return None
-
-
-def spec_dirname(spec: KeyframeNetSpec | str) -> str:
-    """A filesystem-safe, stable folder name: built-ins as they are, "<kind>-<target>" when the target is
-    already safe (torchvision:fcn_resnet50 -> torchvision-fcn_resnet50); otherwise odd characters become
-    '_', only the last 60 are kept, and a hash of the whole spec keeps distinct specs distinct."""
-    parsed = _as_spec(spec)
-    if parsed.kind == "builtin":
-        return parsed.target
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", parsed.target).strip("._-")[-60:].lstrip("._-")
-    if safe == parsed.target:
-        return f"{parsed.kind}-{safe}"
-    digest = hashlib.sha1(parsed.spec.encode("utf-8")).hexdigest()[:8]
-    return f"{parsed.kind}-{safe}-{digest}" if safe else f"{parsed.kind}-{digest}"
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -251,7 +192,7 @@ _BUILDERS = {"builtin": _build_builtin, "torchvision": _build_torchvision, "hf":
              "module": _build_module}
 
 
-def build_keyframe_net(spec: KeyframeNetSpec | str, num_classes: int, *, weights: str | None = None,
+def build_keyframe_net(spec: KeyframeNetSpec, num_classes: int, *, weights: str | None = None,
                        training_form: bool = False) -> nn.Module:
     """Build the keyframe net a spec names, predicting ``num_classes`` classes.
 
@@ -261,7 +202,7 @@ def build_keyframe_net(spec: KeyframeNetSpec | str, num_classes: int, *, weights
     training_form: the form that also returns auxiliary outputs (PIDNet augment=True); BiSeNet returns
     them in train() mode regardless, the other kinds ignore it.
     """
-    parsed = _as_spec(spec)
+    parsed = spec
     if weights is not None and parsed.kind in ("builtin", "hf"):
         where = ("load official weights with models/checkpoints.py after building" if parsed.kind == "builtin"
                  else "the folder or hub id carries its own weights")
@@ -291,14 +232,14 @@ def _main_element(name: str, output: Any) -> Tensor | None:
     return output[index] if isinstance(output[index], Tensor) else None
 
 
-def read_logits(spec: KeyframeNetSpec | str, output: Any) -> Tensor:
+def read_logits(spec: KeyframeNetSpec, output: Any) -> Tensor:
     """The main logits of a keyframe net's forward result, chosen by the spec's kind.
 
     A tensor is returned as it is. torchvision: output['out']; hf: output.logits; built-ins with several
     outputs: their main element (BiSeNet index 0, PIDNet index 1); module: a tensor, a dict with 'out'
     or an object with .logits (a list or tuple is ambiguous and refused). TypeError otherwise.
     """
-    parsed = _as_spec(spec)
+    parsed = spec
     if isinstance(output, Tensor):
         return output
     if parsed.kind == "builtin":
@@ -316,9 +257,9 @@ def read_logits(spec: KeyframeNetSpec | str, output: Any) -> Tensor:
     return found
 
 
-def check_logits(logits: Tensor, num_classes: int, spec: KeyframeNetSpec | str) -> Tensor:
+def check_logits(logits: Tensor, num_classes: int, spec: KeyframeNetSpec) -> Tensor:
     """``logits`` if it is a float B×C×h×w tensor with C == num_classes, else ValueError naming the spec."""
-    name = _as_spec(spec).spec
+    name = spec.spec
     if not isinstance(logits, Tensor) or logits.dim() != 4 or not logits.is_floating_point():
         what = (f"{logits.dtype} tensor of shape {tuple(logits.shape)}" if isinstance(logits, Tensor)
                 else type(logits).__name__)

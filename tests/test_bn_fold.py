@@ -9,6 +9,7 @@ from torch import nn
 from engine.streaming.predictor import VideoPredictor
 from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from tests.test_segnets import _randomize_bn
 
 
@@ -19,7 +20,7 @@ def _num_bn(model: nn.Module) -> int:
 @pytest.mark.parametrize("segnet,expected", [("swiftnet", 35), ("bisenet", None)])
 def test_folded_gsvnet_gives_the_same_logits(segnet, expected):
     torch.manual_seed(0)
-    model = GSVNet.build(segnet, "light", num_classes=19).eval()
+    model = GSVNet.build(parse_spec(segnet), "light", num_classes=19).eval()
     _randomize_bn(model, 1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded, count = fold_batchnorm(model)
@@ -50,7 +51,7 @@ def test_only_conv_followed_directly_by_bn_is_folded():
 
 def test_predictor_with_and_without_folding_agree():
     torch.manual_seed(3)
-    model = GSVNet.build("swiftnet", "light", num_classes=19)
+    model = GSVNet.build(parse_spec("swiftnet"), "light", num_classes=19)
     _randomize_bn(model, 4)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(3)]

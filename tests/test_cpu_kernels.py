@@ -11,6 +11,7 @@ from models import cpu_kernels
 from models.gsv import GSV
 from models.gsvnet import GSVNet, shrink_uint8
 from models.warp import warp
+from models.keyframe_spec import parse_spec
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="numba is not installed")
 
@@ -60,7 +61,7 @@ def test_edge_kernel_equals_laplacian_of_argmax():
 
 @pytest.mark.parametrize("shape", [(1024, 2048), (97, 61)])
 def test_shrink_kernel_equals_torch_lowres(shape):
-    model = GSVNet.build("swiftnet", "light", 19)
+    model = GSVNet.build(parse_spec("swiftnet"), "light", 19)
     rng = np.random.default_rng(2)
     frame = torch.from_numpy(rng.integers(0, 256, (2, *shape, 3), dtype=np.uint8)).permute(0, 3, 1, 2)
     fast = model.lowres_bgr(frame)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from tools.cut_figures import ScoredClip, _window_max, footage_figures, policy_lines, stream_figures
 from dataset.video import read_rgb
 from tools.cut_footage import Clip, cross_fade, splice_clips, synthetic_snippets
@@ -20,7 +21,7 @@ def flat(value: int, frames: int) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def model():
-    return GSVNet.build("swiftnet").eval()
+    return GSVNet.build(parse_spec("swiftnet")).eval()
 
 
 def test_scores_of_flat_clips_are_zero_or_one(model):

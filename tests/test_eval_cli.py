@@ -19,6 +19,7 @@ import main
 from dataset.synthetic import generate
 from models.checkpoints import gsvnet_checkpoint
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from utils.checkpoint import save_atomic
 
 H, W, NUM_VAL, GT_INDEX, NUM_FRAMES = 64, 128, 3, 5, 7
@@ -33,7 +34,7 @@ def make_env(folder: Path, num_val: int = NUM_VAL) -> dict:
     generate(folder / "data", num_train=0, num_val=num_val, height=H, width=W, num_frames=NUM_FRAMES,
              gt_index=GT_INDEX, progress=False, workers=1)
     torch.manual_seed(0)
-    model = GSVNet.build("swiftnet", "light", NUM_CLASSES)
+    model = GSVNet.build(parse_spec("swiftnet"), "light", NUM_CLASSES)
     with torch.no_grad():  # make class NEVER impossible in keyframe and intra-frame logits
         model.segnet.logits.conv.bias[NEVER] = -1e4
         model.gsv.intra_net.intra_net[6].bias[NEVER] = -1e4

@@ -15,6 +15,7 @@ import torch
 
 from models.checkpoints import gsvnet_checkpoint
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from utils.checkpoint import save_atomic
 
 pytestmark = pytest.mark.slow
@@ -55,7 +56,7 @@ def clip(tmp_path_factory) -> dict[str, Path]:
         writer.write(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
     writer.release()
     torch.manual_seed(0)
-    model = GSVNet.build("swiftnet", "light", 19)
+    model = GSVNet.build(parse_spec("swiftnet"), "light", 19)
     torch.save(model.segnet.state_dict(), root / "swnet.pt")
     save_atomic(gsvnet_checkpoint(model.gsv, model.flow_net, epoch=1), root / "gsvnet.pth.tar")
     return {"root": root, "video": root / "clip.mp4", "segnet": root / "swnet.pt", "ckpt": root / "gsvnet.pth.tar"}

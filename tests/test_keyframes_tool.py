@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import main as cli
-from engine.training.segnet import poly_factor
+from engine.training.lr_schedule import poly_factor
 from engine.training.loop import TimeBudget
 from tools import keyframes
 from utils.checkpoint import load_file

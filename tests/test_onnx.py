@@ -27,6 +27,7 @@ from engine.benchmarking.step_timing import moving_frame, synthetic_texture
 from main import main
 from models import cpu_kernels
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from tests.stand_in_weights import case_state_dicts, save_official_gsvnet
 
 DATA = Path(__file__).parent / "data"
@@ -61,7 +62,7 @@ def test_kernel_switch_turns_kernels_off_and_restores_itself():
             raise RuntimeError("boom")
     assert cpu_kernels.available() == before
     # inside the block the plain PyTorch path runs: no compiled kernel is called
-    model = GSVNet.build("swiftnet", "light", 19).eval()
+    model = GSVNet.build(parse_spec("swiftnet"), "light", 19).eval()
     frame = torch.randint(0, 256, (1, 3, 64, 128), dtype=torch.uint8)
     forbidden = {name: mock.DEFAULT for name in ("shrink_normalise", "warp", "edge", "resize", "labels")}
     with cpu_kernels.disabled(), mock.patch.multiple(cpu_kernels, **forbidden) as kernels, torch.no_grad():
@@ -274,7 +275,7 @@ def test_keyframe_graph_of_other_keyframe_nets(spec, tmp_path):
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graphs = graph_modules(inference_copy(GSVNet.build(spec, "light", 19)), 0.75)
+        graphs = graph_modules(inference_copy(GSVNet.build(parse_spec(spec), "light", 19)), 0.75)
     inputs, expected = reference_cases(graphs, (64, 128))["keyframe"]
     path = write_graph(graphs["keyframe"], "keyframe", inputs, tmp_path / "keyframe_64x128.onnx", dynamic=False)
     diff = check_graph(path, "keyframe", {(64, 128): (inputs, expected)})["64x128"]

@@ -22,6 +22,7 @@ from engine.streaming.predictor import VideoPredictor
 from models.gsvnet import GSVNet, lowres_size, shrink_uint8
 from models import cpu_kernels
 from models.labels import logits_to_labels_plain
+from models.keyframe_spec import parse_spec
 
 REAL_CKPT = Path(__file__).parent / "data" / "gsvnet_swnet_seq_checkpoint.pth.tar"
 
@@ -66,7 +67,7 @@ def _frames(n: int, h: int, w: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("segnet,size", [("swiftnet", (128, 256)), ("bisenet", (96, 160))])
 def test_streaming_path_equals_plain_implementation_random_weights(segnet, size):
     torch.manual_seed(0)
-    _compare(GSVNet.build(segnet, "light", 19).eval(), _frames(5, *size, seed=1))
+    _compare(GSVNet.build(parse_spec(segnet), "light", 19).eval(), _frames(5, *size, seed=1))
 
 
 def test_streaming_path_equals_plain_implementation_real_checkpoint():

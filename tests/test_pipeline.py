@@ -12,6 +12,7 @@ import torch
 from engine.streaming.predictor import VideoPredictor
 from models.checkpoints import gsvnet_checkpoint
 from models.gsvnet import GSVNet, keyframe_size
+from models.keyframe_spec import parse_spec
 from tests.stand_in_weights import case_state_dicts, save_official_gsvnet
 from utils.checkpoint import save_atomic
 
@@ -55,7 +56,7 @@ def test_parity_with_official_code_case_a(case_a, case_a_files, ckpt_name):
 
 def test_round_trip_random_official_files(tmp_path):
     """Random weights saved in the official formats load through the public API; keyframes at 0 and 3."""
-    model = GSVNet.build("swiftnet", "light", 19)
+    model = GSVNet.build(parse_spec("swiftnet"), "light", 19)
     torch.save(model.segnet.state_dict(), tmp_path / "swnet.pt")
     save_official_gsvnet(OrderedDict(("grm." + k, v) for k, v in model.gsv.state_dict().items()),
                          model.flow_net.state_dict(), tmp_path / "gsvnet.tar")
@@ -72,7 +73,7 @@ def test_round_trip_random_official_files(tmp_path):
 
 
 def test_bisenet_official_format_loads(tmp_path):
-    model = GSVNet.build("bisenet", "light", 19)
+    model = GSVNet.build(parse_spec("bisenet"), "light", 19)
     torch.save({"model": model.segnet.state_dict()}, tmp_path / "bisenet.pth")
     p = VideoPredictor.from_checkpoints(segnet="bisenet", segnet_weights=str(tmp_path / "bisenet.pth"),
                                         checkpoint=None, key_interval=2)
@@ -102,7 +103,7 @@ def test_real_third_party_checkpoint_loads_and_runs():
 
 
 def test_wrong_checkpoint_fails_with_key_list(tmp_path):
-    model = GSVNet.build("swiftnet", "light", 19)
+    model = GSVNet.build(parse_spec("swiftnet"), "light", 19)
     sd = model.gsv.state_dict()
     sd.pop("guide.guide_decoder.0.bias")
     sd["guide.extra"] = torch.zeros(1)
@@ -115,7 +116,7 @@ def test_wrong_checkpoint_fails_with_key_list(tmp_path):
 
 
 def test_our_checkpoint_round_trip_carries_segnet(tmp_path):
-    model = GSVNet.build("swiftnet", "light", 11, intra=False)
+    model = GSVNet.build(parse_spec("swiftnet"), "light", 11, intra=False)
     ckpt = gsvnet_checkpoint(model.gsv, model.flow_net, segnet_state_dict=model.segnet.state_dict(),
                              config={"segnet": "swiftnet"}, epoch=3)
     save_atomic(ckpt, tmp_path / "ours.pth.tar")
@@ -148,11 +149,11 @@ def test_keyframe_size_convention():
 
 def test_parameter_counts_match_the_official_models():
     from models.gsvnet import parameter_counts
-    swift = parameter_counts(GSVNet.build("swiftnet", "light", 19))
+    swift = parameter_counts(GSVNet.build(parse_spec("swiftnet"), "light", 19))
     assert (swift["segnet"], swift["flow_net"], swift["gsv"]) == (11_797_071, 186_402, 210_085)
     assert round(swift["segnet"] / 1e6, 1) == 11.8 and round(swift["gsv"] / 1e6, 2) == 0.21
     assert round(swift["flow_net"] / 1e6, 2) == 0.19
-    bise = parameter_counts(GSVNet.build("bisenet", "flownet", 19))
+    bise = parameter_counts(GSVNet.build(parse_spec("bisenet"), "flownet", 19))
     assert bise["segnet"] == 13_494_777 and round(bise["segnet"] / 1e6, 1) == 13.5
     assert bise["flow_net"] == 38_676_514
 
@@ -162,7 +163,7 @@ def test_1280x720_frames_through_both_keyframe_nets(segnet, native):
     """Native logits at 1/4 (SwiftNet) or 1/8 (BiSeNet) of the input, 1/8 of the frame after the
     pipeline; a 90×160 grid is not a multiple of 4, so the GSV's padded guide path runs."""
     torch.manual_seed(0)
-    model = GSVNet.build(segnet, "light", 19).eval()
+    model = GSVNet.build(parse_spec(segnet), "light", 19).eval()
     frame = torch.rand(1, 3, 720, 1280) * 255
     with torch.inference_mode():
         assert model.segnet_logits(frame, 1.0).shape[-2:] == native

@@ -11,6 +11,7 @@ import torch
 from engine.streaming.keyframe_policy import KeyframePolicy
 from engine.streaming.predictor import VideoPredictor
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from tools.cut_footage import cross_fade, with_flashes
 
 
@@ -26,7 +27,7 @@ def shot(seed: int, frames: int, size=(128, 256)) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return GSVNet.build("swiftnet", "light", 19).eval()
+    return GSVNet.build(parse_spec("swiftnet"), "light", 19).eval()
 
 
 def keyframes(predictor: VideoPredictor, frames: list[np.ndarray]) -> list[int]:

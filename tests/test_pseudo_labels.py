@@ -26,6 +26,7 @@ from engine.teacher.pseudo_labels import PseudoLabelled, crop_teacher
 from engine.teacher.cache import TeacherCache, fill_teacher_cache, weights_fingerprint
 from engine.training.loop import TrainState
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 
 SPEC = "module:tests.test_pseudo_labels:make_teacher"
 RAW_RGB = ["--segnet-mean", "0", "0", "0", "--segnet-std", "1", "1", "1", "--segnet-input-range", "255"]
@@ -89,7 +90,7 @@ def write_tree(root: Path, clips: dict[str, tuple[int, int, int]], masks: tuple[
 
 
 def teacher_model() -> GSVNet:
-    return GSVNet.build(SPEC, num_classes=3, segnet_mean=[0, 0, 0], segnet_std=[1, 1, 1], segnet_input_range=255)
+    return GSVNet.build(parse_spec(SPEC), num_classes=3, segnet_mean=[0, 0, 0], segnet_std=[1, 1, 1], segnet_input_range=255)
 
 
 @pytest.fixture()
@@ -105,7 +106,7 @@ def test_fingerprint_follows_weights_and_normalisation_not_memory_layout():
     first = weights_fingerprint(model)
     model.to_channels_last()
     assert weights_fingerprint(model) == first
-    other = GSVNet.build(SPEC, num_classes=3, segnet_mean=[1, 0, 0], segnet_std=[1, 1, 1], segnet_input_range=255)
+    other = GSVNet.build(parse_spec(SPEC), num_classes=3, segnet_mean=[1, 0, 0], segnet_std=[1, 1, 1], segnet_input_range=255)
     assert weights_fingerprint(other) != first
     with torch.no_grad():
         model.segnet.classify.bias[0] += 1e-3

@@ -24,6 +24,7 @@ from config.config import parse_args
 from engine.runs import preset_of
 from engine.evaluation.consistency import evaluate_consistency
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from tools import cut_experiment as cx
 from utils.temporal_consistency import TemporalConsistency
 from utils.video_consistency import video_consistency
@@ -35,7 +36,7 @@ DATA = dict(num_val=2, num_frames=10, gt_index=5)   # 10-frame snippets: VC_8 ha
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return GSVNet.build("swiftnet", "light", 19).eval()
+    return GSVNet.build(parse_spec("swiftnet"), "light", 19).eval()
 
 
 def rgb(data, city: str, stem: str) -> torch.Tensor:

@@ -26,6 +26,7 @@ from models.checkpoints import FORMAT, gsvnet_parts
 from models.gsv import canonical_delay_kernels
 from models.gsvnet import GSVNet
 from models.swiftnet import SwiftNet
+from models.keyframe_spec import parse_spec
 from utils.checkpoint import load_file
 
 RUN = ("run", "synthetic")
@@ -76,7 +77,7 @@ def test_train_segnet_writes_official_swiftnet_file(data, tmp_path, capsys):
     # moved away from the initialisation (--seed 1, rebuilt here the same way)
     assert not torch.equal(weights["backbone.bn1.running_mean"], torch.zeros(64))
     seed_everything(1)
-    init = GSVNet.build("swiftnet", "light", 19).segnet.state_dict()
+    init = GSVNet.build(parse_spec("swiftnet"), "light", 19).segnet.state_dict()
     assert torch.equal(weights["backbone.img_mean"], init["backbone.img_mean"])
     # one Adam step moves every weight with a non-zero gradient by exactly ±lr (--segnet-lr 1e-3)
     step = (weights["logits.conv.weight"] - init["logits.conv.weight"]).abs()
@@ -136,7 +137,7 @@ def test_resume_continues_with_optimizer_state(first_run, segnet_file, data, tmp
     real = trainer.train_one_epoch
 
     def spy(ctx, epoch, state):
-        seen.append((epoch, state.step, copy.deepcopy(ctx.optimizer.state_dict()), ctx.scheduler.last_epoch))
+        seen.append((epoch, state.step, copy.deepcopy(ctx.optimizer.state_dict()), state.lr_step))
         return real(ctx, epoch, state)
 
     monkeypatch.setattr(trainer, "train_one_epoch", spy)

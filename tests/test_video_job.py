@@ -17,6 +17,7 @@ from engine.streaming.predictor import VideoPredictor
 from engine.evaluation.save_results import is_complete, parse_outputs, staging_dir
 from engine.streaming.video_job import StageClock, run_stream, run_to_folder
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from utils.visualize import CITYSCAPES_PALETTE, colorize, overlay
 
 H, W, N = 64, 96, 8
@@ -26,7 +27,7 @@ NAMES = [f"{'zyxwvuts'[i]}_{i}" for i in range(N)]  # not in sorted order: names
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return GSVNet.build("swiftnet", "light", 19).eval()
+    return GSVNet.build(parse_spec("swiftnet"), "light", 19).eval()
 
 
 def frames(n: int = N) -> list[np.ndarray]:

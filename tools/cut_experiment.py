@@ -42,6 +42,7 @@ from dataset.video import read_rgb
 from engine.streaming.keyframe_policy import (DRIFT_THRESHOLD, SCORE_THRESHOLD, KeyframePolicy, scene_change_score,
                                               video_lowres)
 from engine.model_builder import assemble_model
+from models.keyframe_spec import DEFAULT_SPEC
 from models.bn_fold import fold_batchnorm
 from models.labels import logits_to_labels
 from tools.cut_figures import policy_figures, policy_lines
@@ -241,7 +242,7 @@ def load_model(logs: str):
     """(GSVNet in eval mode with BatchNorm folded, description of its weights)."""
     run = Path(logs) / "run" / "synthetic"
     seg, ckpt = run / "swiftnet_demo_segnet" / "segnet_best.pt", run / "swiftnet_demo" / "model_best.pth.tar"
-    model, _ = assemble_model("swiftnet", "light", 19, segnet_weights=str(seg) if seg.is_file() else None,
+    model, _ = assemble_model(DEFAULT_SPEC, "light", 19, segnet_weights=str(seg) if seg.is_file() else None,
                               checkpoint=str(ckpt) if ckpt.is_file() else None, missing_segnet="quiet")
     found = [str(p) for p in (seg, ckpt) if p.is_file()]
     what = ("the demo's weights: " + ", ".join(f"`{p}`" for p in found) if len(found) == 2 else

@@ -38,7 +38,7 @@ from pathlib import Path
 from main import main as cli
 from dataset import clip_folders, synthetic
 from engine.training.segnet import weights_name
-from models.keyframe_net import spec_dirname
+from models.keyframe_spec import parse_spec, spec_dirname
 from tools.demo import SEGNET_ARGS, common_args
 from tools.keyframes import QUICK_DATA, override
 
@@ -118,8 +118,9 @@ def keyframe_net(args, log: dict) -> tuple[str, str]:
     if args.segnet_weights:
         return args.segnet_weights, "given with --segnet-weights"
     run = Path(args.logs) / "run" / "synthetic"
-    demo = run / f"{spec_dirname(args.segnet)}_demo_segnet" / weights_name(args.segnet, best=True)
-    own = run / f"{spec_dirname(args.segnet)}_{args.prefix}_segnet" / weights_name(args.segnet, best=True)
+    spec = parse_spec(args.segnet)  # this command line's --segnet, for the run folder names
+    demo = run / f"{spec_dirname(spec)}_demo_segnet" / weights_name(spec, best=True)
+    own = run / f"{spec_dirname(spec)}_{args.prefix}_segnet" / weights_name(spec, best=True)
     if demo.exists() and not args.quick:
         return str(demo), "the demo's keyframe net (`make demo`), trained on the synthetic streets"
     if own.exists() and not args.quick:
@@ -141,7 +142,7 @@ def keyframe_net(args, log: dict) -> tuple[str, str]:
 
 
 def run_folder(args, checkname: str) -> Path:
-    return Path(args.logs) / "run" / "folder" / f"{spec_dirname(args.segnet)}_{checkname}"
+    return Path(args.logs) / "run" / "folder" / f"{spec_dirname(parse_spec(args.segnet))}_{checkname}"
 
 
 def common(args, segnet: str) -> list[str]:

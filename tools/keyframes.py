@@ -30,7 +30,7 @@ from pathlib import Path
 
 from main import main as cli
 from engine.training.segnet import weights_name
-from models.keyframe_net import spec_dirname
+from models.keyframe_spec import parse_spec, spec_dirname
 from tools.demo import GSVNET_ARGS, NUM_TRAIN, NUM_VAL, SEGNET_ARGS
 from utils.visualize import save_figure
 
@@ -88,7 +88,7 @@ def stage(name: str, argv: list[str], log: dict) -> float:
 
 
 def run_folder(args, spec: str, checkname: str) -> Path:
-    return Path(args.logs) / "run" / "synthetic" / f"{spec_dirname(spec)}_{checkname}"
+    return Path(args.logs) / "run" / "synthetic" / f"{spec_dirname(parse_spec(spec))}_{checkname}"
 
 
 def train_net(args, s: dict, spec: str, log: dict) -> dict:
@@ -98,7 +98,7 @@ def train_net(args, s: dict, spec: str, log: dict) -> dict:
     seconds = stage(f"train {spec}", base + ["--train-segnet", "1", "--checkname", "kf_segnet"] + s["segnet"], log)
     seg_dir = run_folder(args, spec, "kf_segnet")
     seg_ckpt = load_file(seg_dir / "segnet_checkpoint.pth.tar")
-    segnet = str(seg_dir / weights_name(spec, best=True))
+    segnet = str(seg_dir / weights_name(parse_spec(spec), best=True))
     prop_seconds = stage(f"train {spec} propagation",
                          base + ["--segnet-weights", segnet, "--checkname", "kf"] + s["prop"], log)
     prop_dir = run_folder(args, spec, "kf")
@@ -129,7 +129,7 @@ def evaluate_net(args, s: dict, spec: str, files: dict, log: dict) -> dict[str, 
 
 
 def benchmark_net(args, s: dict, spec: str, files: dict, log: dict) -> dict:
-    folder = Path(args.out) / "keyframes_bench" / spec_dirname(spec)
+    folder = Path(args.out) / "keyframes_bench" / spec_dirname(parse_spec(spec))
     argv = ["--benchmark", "1", "--dataset", "synthetic", "--segnet", spec, "--segnet-weights", files["segnet"],
             "--resume", files["gsvnet"], "--results-dir", str(folder)] + s["bench"]
     stage(f"benchmark {spec}", argv, log)

@@ -11,7 +11,6 @@ from engine.model_builder import build_model
 from engine.runs import preset_of, resolve_resume, segnet_weights_path
 from models import cpu_kernels
 from models.gsvnet import GSVNet
-from models.keyframe_net import parse_spec
 from utils.seed import seed_everything
 
 
@@ -28,8 +27,8 @@ def build_bench_model(cfg: Config, device: torch.device) -> tuple[GSVNet, dict]:
         segnet_src = str(default)
     elif parts is not None and parts["segnet"] is not None:
         segnet_src = f"{resume} (segnet entry)"
-    elif parse_spec(cfg.segnet).kind == "hf":
-        segnet_src = f"{parse_spec(cfg.segnet).target} (the hf folder's own weights)"
+    elif cfg.segnet.kind == "hf":
+        segnet_src = f"{cfg.segnet.target} (the hf folder's own weights)"
     else:
         segnet_src = "random init (no weights file)"
     propagation_src = str(resume) if resume is not None else "random init (no --resume file)"

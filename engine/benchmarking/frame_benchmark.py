@@ -81,7 +81,7 @@ def benchmark_frame_types(cfg: Config, device: torch.device) -> int:
         "machine": machine, "weights": weights, "times_ms": times, "flops": flops, "ratios": ratios,
         "settings": {"frame_size": [cfg.bench_height, cfg.bench_width], "batch": 1, "dtype": "float32",
                      "repeats": cfg.bench_repeats, "warmup": warmup, "nonkey_per_round": NONKEY_PER_ROUND,
-                     "scales": scales, "segnet": cfg.segnet,
+                     "scales": scales, "segnet": cfg.segnet.spec,
                      "flow": cfg.optical_flow_network, "intra": cfg.intra, "key_scale": cfg.key_scale,
                      "cudnn_benchmark": device.type == "cuda", "note": note,
                      "optimisations": optimisations_note(device, heap_is_kept())},

@@ -131,7 +131,7 @@ def benchmark_video(cfg: Config, device: torch.device) -> int:
     result = {"machine": machine, "weights": weights,
               "video": {"path": str(video), "frames": jobs[0]["frames"], "size": list(source.size or (0, 0)),
                         "fps": source.fps},
-              "settings": {"segnet": cfg.segnet, "flow": cfg.optical_flow_network, "eval_scale": cfg.eval_scale,
+              "settings": {"segnet": cfg.segnet.spec, "flow": cfg.optical_flow_network, "eval_scale": cfg.eval_scale,
                            "fusion": cfg.fusion, "outputs": list(outputs), "key_intervals": intervals,
                            "prefetch_depth": PREFETCH_DEPTH, "writer_workers": WRITER_WORKERS,
                            "max_pending": MAX_PENDING, "bench_repeats": cfg.bench_repeats},

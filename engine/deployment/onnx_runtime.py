@@ -4,11 +4,11 @@
     predictor = VideoPredictor(model, key_interval=meta["key_interval"], key_scale=meta["key_scale"],
                                fold_bn=False)
 
-``OnnxGSVNet`` has the three methods VideoPredictor calls on a GSVNet, with torch tensors in and out
-(CPU), so the host loop (keyframe schedule, kept state, ``.labels``) is the one of the PyTorch backend:
+``OnnxGSVNet`` implements ``models.propagation_model.PropagationModel`` as GSVNet does, with torch tensors in and
+out (CPU), so the host loop (keyframe schedule, kept state, ``.labels``) is the one of the PyTorch backend:
 ``keyframe(frame, scale)``, ``lowres_bgr(frame)``, ``propagate(prev_logits, prev_lowres, cur_lowres)``,
-and ``forward_clip`` for engine/evaluation/protocol.py. ``to``/``eval``/``train``/``to_channels_last`` return the
-object itself; BatchNorm is folded inside the graphs already, so it is passed with ``fold_bn=False``.
+and ``forward_clip`` / ``evaluating`` for engine/evaluation/. BatchNorm is folded inside the graphs already
+(VideoPredictor prepares only a GSVNet).
 Frames enter as uint8 (float frames must hold integer values 0–255).
 
 A frame size the export was not checked at is refused with the list of sizes it has (gsvnet.json
@@ -19,10 +19,11 @@ cross through host memory (no I/O binding). Only the CPU provider is tested.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from torch import Tensor
 from config.config import Config
 from config.dataset_preset import DatasetPreset
 from models.gsvnet import lowres_size
+from models.propagation_model import PropagationModel
 
 # The format, version 1 (engine/deployment/onnx_export.py writes it)
 FORMAT = "gsvnet-onnx/1"
@@ -135,8 +137,9 @@ def _check_session(session, path: Path, part: str, size: Sequence[int], num_clas
                          f"for {size_key(size)} frames (grid {grid[0]}x{grid[1]})")
 
 
-class OnnxGSVNet:
-    """GSVNet's streaming methods on ONNX Runtime sessions (one per graph file, shared across sizes)."""
+class OnnxGSVNet(PropagationModel):
+    """GSVNet's streaming methods on ONNX Runtime sessions (one per graph file, shared across sizes); accepts
+    only the frame sizes of the export (``frame_sizes``)."""
 
     def __init__(self, sessions: dict[str, dict[str, object]], meta: dict):
         self.meta = meta
@@ -149,24 +152,12 @@ class OnnxGSVNet:
         for size in self.frame_sizes:
             self._by_grid.setdefault(lowres_size(*size), size)
 
-    # --- what VideoPredictor and evaluate_model call on a model ---------------------------------------
-    training = False  # the graphs are inference-only
-    takes_uint8_frames = True  # keyframe() needs no float copy of the frame (VideoPredictor may skip x.float())
+    takes_uint8_frames = True  # keyframe() needs no float copy of the frame (VideoPredictor skips x.float())
 
-    def train(self, mode: bool = True) -> "OnnxGSVNet":
-        return self
-
-    def to(self, device: str | torch.device = "cpu") -> "OnnxGSVNet":
-        if torch.device(device).type != "cpu":
-            raise ValueError(f"the ONNX Runtime backend returns CPU tensors: use device='cpu' (the provider, e.g. "
-                             f"CUDAExecutionProvider, decides where the graphs run), got {device}")
-        return self
-
-    def eval(self) -> "OnnxGSVNet":
-        return self
-
-    def to_channels_last(self) -> "OnnxGSVNet":
-        return self
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator["OnnxGSVNet"]:
+        """The graphs are inference-only: nothing to switch."""
+        yield self
 
     # --- GSVNet's methods ------------------------------------------------------------------------
     def _run(self, part: str, size: tuple[int, int], feed: dict[str, np.ndarray]) -> Tensor:

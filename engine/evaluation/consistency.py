@@ -43,6 +43,7 @@ from engine import distributed as dist
 from engine.evaluation.protocol import eval_split
 from engine.runs import data_root
 from models.labels import logits_to_labels
+from models.propagation_model import PropagationModel
 from utils.optical_flow import DisFlowCache
 from utils.temporal_consistency import TemporalConsistency
 from utils.video_consistency import StreamingVC, mean_video_consistency
@@ -236,10 +237,10 @@ def _as_is(item: dict) -> dict:
     return item   # no conversion: numpy arrays and None stay as the dataset made them
 
 
-def evaluate_consistency(model, cfg: Config, preset: DatasetPreset, device, *, key_scale: float,
+def evaluate_consistency(net: PropagationModel, cfg: Config, preset: DatasetPreset, device, *, key_scale: float,
                          fusion: str = "gsv", keyframe_only: bool = False, progress: bool = True,
                          purpose: str = "evaluate") -> dict:
-    """The whole-clip pass (module docstring) of ``model`` (a GSVNet or its ONNX stand-in, possibly DDP-wrapped).
+    """The whole-clip pass (module docstring) of ``net`` (a GSVNet or its ONNX export on ONNX Runtime).
 
     Collective in distributed runs. Returns what metrics.json gains (docs/evaluation.md#outputs), identical on
     every rank: {"key_interval": l of the schedule (1 with keyframe_only), "temporal_consistency": {"miou",
@@ -248,7 +249,6 @@ def evaluate_consistency(model, cfg: Config, preset: DatasetPreset, device, *, k
     "pairs"}, None when it has no pairs)}}, plus "mvc8" and "mvc16" (percent, None where no clip has a
     scored window) only when every clip is labelled on every frame.
     """
-    net = getattr(model, "module", model)
     clips = consistency_clips(cfg, preset, purpose)
     dense = all(c.dense for c in clips)
     source, root, split = flow_source(preset), data_root(cfg, preset), eval_split(preset, purpose)
@@ -262,13 +262,10 @@ def evaluate_consistency(model, cfg: Config, preset: DatasetPreset, device, *, k
                 preset.ignore_index)
     bar = tqdm(total=len(frames), desc=f"consistency ({source} flow, l={interval})", unit="frame",
                dynamic_ncols=True, disable=not (progress and dist.is_main()))
-    was_training = net.training
-    net.eval()
     try:
-        with dist.fail_together("consistency pass"), torch.inference_mode():
+        with net.evaluating(), dist.fail_together("consistency pass"), torch.inference_mode():
             _stream(net, loader, run, bar)
     finally:
         bar.close()
-        net.train(was_training)
     all_reduce_consistency(parts, vc)
     return _results(run, clips, source)

@@ -32,6 +32,7 @@ from engine.teacher.pseudo_labels import frame_sample_datasets, with_teacher_tar
 from engine.runs import data_root
 from engine.evaluation.save_results import PredictionWriter
 from models.labels import logits_to_labels
+from models.propagation_model import PropagationModel
 from utils.metrics import confusion_matrix, summarize
 
 
@@ -139,9 +140,10 @@ def _write(writer: PredictionWriter, k: int, names: list[str], pred: torch.Tenso
             writer.write_clip(k, name, [logits_to_labels(x[b:b + 1], size)[0].cpu().numpy() for x in seq])
 
 
-def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distances: list[int], key_scale: float,
-                   fusion: str = "gsv", save_dir=None, progress: bool = True, purpose: str = "evaluate") -> dict:
-    """Score ``model`` (a GSVNet, possibly DDP-wrapped) on the evaluation split.
+def evaluate_model(net: PropagationModel, cfg: Config, preset: DatasetPreset, device, *, distances: list[int],
+                   key_scale: float, fusion: str = "gsv", save_dir=None, progress: bool = True,
+                   purpose: str = "evaluate") -> dict:
+    """Score ``net`` (a GSVNet or its ONNX export on ONNX Runtime) on the evaluation split.
 
     distances: the k to evaluate; key_scale: keyframe input scale; fusion: gsv | warp | copy.
     purpose: "evaluate" (--evaluate) or "select" (validation during training; see eval_split).
@@ -152,7 +154,6 @@ def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distanc
     Collective in distributed runs: all ranks must call it. Returns the metrics.json dict
     (docs/evaluation.md#outputs), identical on every rank.
     """
-    net = getattr(model, "module", model)
     datasets = eval_datasets(cfg, preset, distances, purpose)
     if cfg.pseudo_labels:  # the reference: the keyframe net's own labels of each scored frame at key_scale
         datasets = with_teacher_targets(net, cfg, datasets, device, scale=key_scale, progress=progress)
@@ -167,10 +168,8 @@ def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distanc
     shards = {k: dist.shard_indices(len(ds), rank, world) for k, ds in datasets.items()}
     bar = tqdm(total=sum(len(s) for s in shards.values()), desc="eval", unit="clip", dynamic_ncols=True,
                disable=not (progress and dist.is_main()))
-    was_training = net.training
-    net.eval()
     try:
-        with dist.fail_together("evaluation"), torch.inference_mode():
+        with net.evaluating(), dist.fail_together("evaluation"), torch.inference_mode():
             for i, k in enumerate(distances):
                 bar.set_postfix(k=k)
                 loader = DataLoader(Subset(datasets[k], shards[k]), batch_size=batch, shuffle=False,
@@ -179,7 +178,6 @@ def evaluate_model(model, cfg: Config, preset: DatasetPreset, device, *, distanc
                 counts[i] = _evaluate_distance(net, loader, k, cms[k], run, bar)
     finally:
         bar.close()
-        net.train(was_training)
     for k in distances:
         dist.all_reduce_sum(cms[k])
     dist.all_reduce_sum(counts)

@@ -87,6 +87,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.keyframe_spec import DEFAULT_SPEC, KeyframeNetSpec, parse_spec
+
 MODES = ("fixed", "adaptive")
 SCORE_BINS = 16
 SCORE_GRID = (2, 2)          # cells along (height, width)
@@ -240,7 +242,7 @@ class KeyframePolicy:
         return reasons
 
 
-def video_lowres(path: str, segnet: str = "swiftnet") -> list[Tensor]:
+def video_lowres(path: str, segnet: KeyframeNetSpec = DEFAULT_SPEC) -> list[Tensor]:
     """The 1/8 image (GSVNet.lowres_bgr for ``segnet``, no weights needed) of every frame of a video file
     (OpenCV decoding)."""
     import cv2
@@ -261,7 +263,7 @@ def video_lowres(path: str, segnet: str = "swiftnet") -> list[Tensor]:
     return images
 
 
-def video_scores(path: str, segnet: str = "swiftnet") -> list[float]:
+def video_scores(path: str, segnet: KeyframeNetSpec = DEFAULT_SPEC) -> list[float]:
     """scene_change_score of every consecutive frame pair of a video file; entry i−1 = pair (i−1, i)."""
     images = video_lowres(path, segnet)
     return [scene_change_score(a, b) for a, b in zip(images, images[1:])]
@@ -287,7 +289,7 @@ def main(argv=None) -> None:
     if not Path(args.video).is_file():
         p.error(f"video file not found: {args.video}")
     policy = KeyframePolicy(args.key_interval, "adaptive", args.threshold, args.drift_threshold)  # checks values
-    images = video_lowres(args.video, args.segnet)
+    images = video_lowres(args.video, parse_spec(args.segnet))  # this command line's own --segnet
     scores = [scene_change_score(a, b) for a, b in zip(images, images[1:])]
     ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[:args.top]
     print(f"{len(images)} frames; highest scores (frame: score against the frame before):")

@@ -25,7 +25,9 @@ from engine.model_builder import assemble_model
 from engine.deployment.onnx_runtime import load_export
 from models.bn_fold import fold_batchnorm
 from models.gsvnet import GSVNet
+from models.keyframe_spec import parse_spec
 from models.labels import logits_to_labels
+from models.propagation_model import PropagationModel
 
 
 @dataclass
@@ -47,9 +49,10 @@ class StepOutput:
 
 
 class VideoPredictor:
-    """Keyframe → propagate streaming predictor around a :class:`GSVNet`."""
+    """Keyframe → propagate streaming predictor around a PropagationModel: a :class:`GSVNet` or its ONNX
+    export on ONNX Runtime (``from_export``)."""
 
-    def __init__(self, model: GSVNet, key_interval: int = 3, key_scale: float = 0.75,
+    def __init__(self, model: PropagationModel, key_interval: int = 3, key_scale: float = 0.75,
                  device: str | torch.device = "cpu", fusion: str = "gsv", fold_bn: bool = True,
                  keyframe_policy: str = "fixed", scene_threshold: float | None = None):
         """fold_bn: run a copy of ``model`` with BatchNorm folded into the convolutions (same outputs up
@@ -61,12 +64,12 @@ class VideoPredictor:
         self.policy = KeyframePolicy(key_interval, keyframe_policy,
                                      SCORE_THRESHOLD if scene_threshold is None else scene_threshold)
         self.device = torch.device(device)
-        if isinstance(model, torch.nn.Module):
+        if isinstance(model, GSVNet):  # the PyTorch model, prepared here; an ONNX export comes prepared
             model = model.to(self.device)
             if fold_bn:
                 model, _ = fold_batchnorm(model)
             model = model.eval().to_channels_last()
-        self.model = model  # a GSVNet, or an ONNX Runtime backend with the same methods (from_export)
+        self.model: PropagationModel = model
         self.key_interval, self.key_scale, self.fusion = key_interval, key_scale, fusion
         self.reset()
 
@@ -85,7 +88,8 @@ class VideoPredictor:
         our checkpoints rebuilds its model alone. None for ``segnet_weights``/``checkpoint`` leaves that
         part randomly initialised (with a warning), except an hf: net, which keeps its folder's weights.
         """
-        model, _ = assemble_model(segnet, flow, num_classes, segnet_weights=segnet_weights, checkpoint=checkpoint,
+        spec = parse_spec(segnet) if segnet is not None else None  # the public API takes the spec string
+        model, _ = assemble_model(spec, flow, num_classes, segnet_weights=segnet_weights, checkpoint=checkpoint,
                                   flow_weights=flow_weights, segnet_mean=segnet_mean, segnet_std=segnet_std,
                                   segnet_input_range=segnet_input_range, missing_segnet="warn")
         if not checkpoint:
@@ -139,8 +143,7 @@ class VideoPredictor:
             is_key = self.policy.is_keyframe(self._index, score, drift)
         if is_key:
             self._index = 0
-            logits = self.model.keyframe(x if getattr(self.model, "takes_uint8_frames", False) else x.float(),
-                                         self.key_scale)
+            logits = self.model.keyframe(x if self.model.takes_uint8_frames else x.float(), self.key_scale)
             lowres = self.model.lowres_bgr(x) if lowres is None else lowres
         else:
             logits = self.model.propagate(self._prev_logits, self._prev_lowres, lowres, self.fusion)

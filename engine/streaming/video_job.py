@@ -107,7 +107,7 @@ def make_predictor(model: GSVNet, cfg: Config, device: torch.device, key_interva
 def warm_up(predictor: VideoPredictor) -> None:
     """Run the frame types the job will use on a small frame (loads or compiles the numba kernels, creates
     the first oneDNN primitives), then reset, so that this cost is not charged to the first frames."""
-    sizes = getattr(predictor.model, "frame_sizes", None)  # an ONNX export accepts only the sizes it has
+    sizes = predictor.model.frame_sizes  # an ONNX export accepts only the sizes it has
     frame = np.zeros(tuple(sizes[0] if sizes else WARM_UP_SIZE) + (3,), np.uint8)
     for _ in range(min(2, predictor.key_interval)):
         _ = predictor.step(frame).labels

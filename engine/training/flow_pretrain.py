@@ -18,6 +18,8 @@ every consecutive pair of every training snippet, prepared once and kept in memo
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -25,7 +27,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from config.config import Config
+from config.dataset_preset import DatasetPreset
+from models.gsvnet import GSVNet
 from models.resize import resize
+from utils.logging import RunLogger
 from dataset.build import build_dataset
 from dataset.cityscapes import clip_frame_names
 from dataset.synthetic import extras_paths, read_marker
@@ -108,8 +114,7 @@ class FlowPairs(Dataset):
                 "valid": torch.from_numpy(valid)}
 
 
-def flow_pairs_loader(ctx) -> DataLoader:
-    cfg, preset = ctx.cfg, ctx.preset
+def flow_pairs_loader(cfg: Config, preset: DatasetPreset) -> DataLoader:
     root = data_root(cfg, preset)
     if cfg.pretrain_flow == "true" and read_marker(root) is None:
         raise ValueError(f"--pretrain-flow true needs the synthetic dataset's saved true flow, but {root} holds "
@@ -171,22 +176,23 @@ class LowresPairs:
                 yield self.cur[idx], self.prev[idx], self.target[idx], self.valid[idx]
 
 
-def _pairs_from_loader(ctx):
+def _pairs_from_loader(cfg: Config, preset: DatasetPreset, model: GSVNet, device: torch.device):
     """Endless (cur_lowres, prev_lowres, target, valid) batches from the DataLoader (DIS flow on augmented clips)."""
-    model, batches = ctx.model, cycle(flow_pairs_loader(ctx))
+    batches = cycle(flow_pairs_loader(cfg, preset))
     while True:
         batch = next_batch(batches, "loading a flow pre-training batch")
-        frames = batch["frames"].to(ctx.device).float()  # B×T×3×H×W
+        frames = batch["frames"].to(device).float()  # B×T×3×H×W
         cur_lowres = model.lowres_bgr(frames[:, 1:].flatten(0, 1))  # N×3×h×w, N = B·(T−1)
         prev_lowres = model.lowres_bgr(frames[:, :-1].flatten(0, 1))
-        target, valid = lowres_flow(batch["flow"].flatten(0, 1).to(ctx.device),
-                                    batch["valid"].flatten(0, 1).to(ctx.device), tuple(cur_lowres.shape[-2:]))
+        target, valid = lowres_flow(batch["flow"].flatten(0, 1).to(device),
+                                    batch["valid"].flatten(0, 1).to(device), tuple(cur_lowres.shape[-2:]))
         yield cur_lowres, prev_lowres, target, valid
 
 
-def pretrain_flow(ctx) -> float:
-    """Run the shortcut on ``ctx`` (an engine.training.propagation.TrainContext); returns the last mean EPE (1/8 px)."""
-    cfg, model = ctx.cfg, ctx.model
+def pretrain_flow(cfg: Config, preset: DatasetPreset, model: GSVNet, train_model: GSVNet, device: torch.device,
+                  logger: RunLogger) -> float:
+    """Run the shortcut on ``model``'s flow net (``train_model``: the same modules, DDP-wrapped when distributed,
+    runs the forward); returns the last mean EPE (1/8 px)."""
     if not cfg.train_optical_flow:
         raise ValueError("--pretrain-flow needs --train-optical-flow 1 (the flow net must be trainable)")
     what = "OpenCV DIS flow" if cfg.pretrain_flow == "dis" else "the synthetic dataset's true flow"
@@ -194,21 +200,21 @@ def pretrain_flow(ctx) -> float:
         print(f"demo shortcut (--pretrain-flow {cfg.pretrain_flow}): pre-training the {cfg.optical_flow_network} "
               f"flow net on {what} for {cfg.pretrain_flow_iters} iterations before end-to-end training")
     if cfg.pretrain_flow == "true":
-        pairs = LowresPairs(model, flow_pairs_loader(ctx), ctx.device)
+        pairs = LowresPairs(model, flow_pairs_loader(cfg, preset), device)
         # as many pairs per step as the DIS path gives: batch clips × (T − 1) pairs each
         per_step = max(1, cfg.batch_size // dist.world_size()) * max(int(k) for k in cfg.multi_step)
         batches = pairs.batches(per_step, max(cfg.seed, 0) + 1000 * dist.rank())
         if dist.is_main():
             print(f"flow pre-training: {len(pairs)} frame pairs in memory, {per_step} per step")
     else:
-        batches = _pairs_from_loader(ctx)
+        batches = _pairs_from_loader(cfg, preset, model, device)
     optimizer = torch.optim.Adam(model.flow_net.parameters(), lr=PRETRAIN_LR)
-    set_train_mode(ctx.train_model, cfg)
+    set_train_mode(train_model, cfg)
     recent, checkpoint = [], run_dir(cfg) / "checkpoint.pth.tar"
     for i in tqdm(range(cfg.pretrain_flow_iters), desc="flow pre-training", unit="it", disable=not dist.is_main()):
         cur_lowres, prev_lowres, target, valid = next(batches)
-        with autocast(ctx.device, cfg.amp):
-            pred = ctx.train_model.flow(cur_lowres, prev_lowres)
+        with autocast(device, cfg.amp):
+            pred = train_model.flow(cur_lowres, prev_lowres)
         loss = endpoint_error(pred.float(), target, valid)
         stop_if_non_finite(float(loss.detach()), f"flow pre-training iteration {i}", checkpoint)
         optimizer.zero_grad(set_to_none=True)
@@ -216,16 +222,17 @@ def pretrain_flow(ctx) -> float:
         optimizer.step()
         recent = (recent + [float(loss.detach())])[-10:]
         if i % LOG_EVERY == 0 or i + 1 == cfg.pretrain_flow_iters:
-            ctx.logger.scalars({"flow_pretrain/epe": recent[-1]}, i, event="flow_pretrain")
+            logger.scalars({"flow_pretrain/epe": recent[-1]}, i, event="flow_pretrain")
     mean_epe = sum(recent) / max(len(recent), 1)
     if dist.is_main():
         print(f"flow pre-training done: mean endpoint error of the last iterations {mean_epe:.3f} px (1/8 grid)")
     return mean_epe
 
 
-def maybe_pretrain_flow(ctx, resume) -> None:
+def maybe_pretrain_flow(cfg: Config, preset: DatasetPreset, model: GSVNet, train_model: GSVNet,
+                        device: torch.device, logger: RunLogger, resume: Path | None) -> None:
     """Run the shortcut unless the flow net was just loaded from a checkpoint (--resume)."""
     if resume is None:
-        pretrain_flow(ctx)
+        pretrain_flow(cfg, preset, model, train_model, device, logger)
     elif dist.is_main():
-        print(f"--pretrain-flow {ctx.cfg.pretrain_flow} skipped: the flow net comes from {resume}")
+        print(f"--pretrain-flow {cfg.pretrain_flow} skipped: the flow net comes from {resume}")

@@ -33,6 +33,7 @@ class TrainState:
     epoch: int = 0  # next epoch to run
     best_pred: float | None = None  # best avg mIoU (percent) so far
     step: int = 0  # optimizer steps so far
+    lr_step: int = 0  # iterations the learning-rate schedule advanced (engine/training/lr_schedule.py)
 
     def end_epoch(self, epoch: int, current: float | None, evaluated: bool = True) -> bool:
         """Record that ``epoch`` ran with validation score ``current``; True if it is the best so far. The

@@ -9,8 +9,9 @@ the last two (``--finetune-all 1``: all), and ``engine.training.losses.propagati
 
 Optimizer: SGD (Nesterov, momentum 0.9, weight decay on all groups) over the groups guide
 (``--guide-lr``), intra (``--lr``) and flow (``--optical-flow-lr``, if ``--train-optical-flow``); the
-frozen ideal-delay kernels are not in it. ``StepLR(--step-scheduler, --lr-gamma)`` steps every
-iteration. ``--epoch`` is the total number of epochs: a resumed run continues up to it.
+frozen ideal-delay kernels are not in it. The learning rate follows ``engine.training.lr_schedule.step_factor``
+(StepLR's --step-scheduler, --lr-gamma), advanced after every SGD iteration. ``--epoch`` is the total number
+of epochs: a resumed run continues up to it.
 
 ``--pseudo-labels 1`` (engine/teacher/pseudo_labels.py): no labels; every frame with k predecessors is a sample whose
 CE target is the keyframe net's prediction of it and whose KL target its logits, both from the teacher cache
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from config.dataset_preset import DatasetPreset
 from engine import distributed as dist
 from engine.evaluation.protocol import eval_datasets, eval_distances, evaluate_model
 from engine.training.keyframe_cache import KeyframeCache, clip_keys
+from engine.training.lr_schedule import StepSchedule, apply_schedule, saved_position, start_schedule
 from engine.training.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
 from engine.model_builder import build_model
 from engine.teacher.pseudo_labels import frame_sample_datasets, with_teacher_targets
@@ -70,7 +71,7 @@ class TrainContext:
     model: GSVNet  # model_without_ddp
     train_model: GSVNet  # the same modules, flow net and GSV wrapped in DDP when distributed
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    schedule: StepSchedule  # the LR factor of (schedule iteration, budget share)
     scaler: torch.amp.GradScaler
     class_weight: torch.Tensor | None
     loaders: dict[int, DataLoader]
@@ -110,12 +111,14 @@ def restore_training_state(parts: dict | None, path: Path | None, ctx: TrainCont
     if saved != ours:
         raise ValueError(f"{path}: optimizer groups {saved} do not match this run's {ours} "
                          "(other --intra / --train-optical-flow settings?)")
-    ctx.optimizer.load_state_dict(raw["optimizer"])
-    ctx.scheduler.load_state_dict(raw["scheduler"])
+    ctx.optimizer.load_state_dict(raw["optimizer"])  # with each group's initial_lr and current lr
     if raw.get("scaler"):
         ctx.scaler.load_state_dict(raw["scaler"])
     best = None if ctx.cfg.reset_best_pred else raw.get("best_pred")
-    return TrainState(epoch=parts["epoch"], best_pred=best, step=int(raw.get("step", 0)))
+    step = int(raw.get("step", 0))
+    ctx.schedule = ctx.schedule.resumed(raw.get("scheduler"))
+    return TrainState(epoch=parts["epoch"], best_pred=best, step=step,
+                      lr_step=saved_position(raw.get("scheduler"), step if ctx.cfg.optim == "sgd" else 0))
 
 
 def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tuple:
@@ -137,7 +140,7 @@ def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tupl
     return key, teacher
 
 
-def train_step(ctx: TrainContext, batch: dict, where: str) -> tuple[dict[str, float], torch.Tensor]:
+def train_step(ctx: TrainContext, batch: dict, where: str, state: TrainState) -> tuple[dict[str, float], torch.Tensor]:
     """One optimizer step on a clip batch. Returns (loss parts, detached 1/8 logits of the last frame)."""
     cfg = ctx.cfg
     frames = batch["frames"].to(ctx.device, non_blocking=True).float()  # B×T×3×H×W RGB 0–255
@@ -153,8 +156,9 @@ def train_step(ctx: TrainContext, batch: dict, where: str) -> tuple[dict[str, fl
     ctx.scaler.scale(loss).backward()
     ctx.scaler.step(ctx.optimizer)
     ctx.scaler.update()
-    if cfg.optim == "sgd":  # the official code steps its StepLR only for SGD; Adam keeps its LR
-        ctx.scheduler.step()
+    if cfg.optim == "sgd":  # the official code steps its LR schedule only for SGD; Adam keeps its LR
+        state.lr_step += 1
+        apply_schedule(ctx.optimizer, ctx.schedule, state.lr_step, ctx.budget.fraction())
     return parts, logits.detach()
 
 
@@ -185,7 +189,7 @@ def train_one_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> dict[st
     batch, logits, done = None, None, 0
     for i, k in enumerate(bar):
         batch = next_batch(iterators[k], f"loading a training batch (k={k})")
-        parts, logits = train_step(ctx, batch, f"epoch {epoch}, iteration {i}, distance k={k}")
+        parts, logits = train_step(ctx, batch, f"epoch {epoch}, iteration {i}, distance k={k}", state)
         state.step += 1
         pred = logits_to_labels(logits.float(), tuple(batch["label"].shape[-2:]))
         cm += confusion_matrix(pred, batch["label"].to(ctx.device), num_classes, ctx.preset.ignore_index)
@@ -247,7 +251,7 @@ def save_checkpoints(ctx: TrainContext, state: TrainState, current: float | None
     m = ctx.model
     ckpt = gsvnet_checkpoint(
         m.gsv, m.flow_net, model_args=m.constructor_args(), epoch=state.epoch, step=state.step, best_pred=state.best_pred, current_pred=current,
-        optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
+        optimizer=ctx.optimizer.state_dict(), scheduler=ctx.schedule.state(state.lr_step),
         scaler=ctx.scaler.state_dict() if ctx.scaler.is_enabled() else None, config=to_dict(ctx.cfg),
         segnet_state_dict={k: v.detach().cpu().contiguous() for k, v in m.segnet.state_dict().items()})
     folder = run_dir(ctx.cfg)
@@ -283,12 +287,13 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
     seed_everything(cfg.seed, dist.rank())  # different augmentation per rank
     set_trainable(model, cfg)
     train_model = GSVNet(model.segnet, wrap_ddp(model.flow_net, device), wrap_ddp(model.gsv, device),
-                         segnet_name=cfg.segnet, flow_name=cfg.optical_flow_network,
+                         spec=model.spec, flow_name=cfg.optical_flow_network,
                          keyframe_norm=model.keyframe_norm).to(device)
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_scheduler, gamma=cfg.lr_gamma)
+    start_schedule(optimizer)
+    schedule = StepSchedule(cfg.step_scheduler, cfg.lr_gamma)
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
-    ctx = TrainContext(cfg, preset, device, model, train_model, optimizer, scheduler, make_scaler(device, cfg.amp),
+    ctx = TrainContext(cfg, preset, device, model, train_model, optimizer, schedule, make_scaler(device, cfg.amp),
                        class_weight_tensor(cfg, preset, device), loaders, logger,
                        KeyframeCache() if cfg.cache_keyframes else None, TimeBudget(cfg.time_budget))
     return ctx, restore_training_state(parts, resume, ctx), resume
@@ -303,7 +308,7 @@ def train_propagation(cfg: Config, device: torch.device) -> int:
         print(run_header(cfg, "propagation training") + f" | starting at epoch {state.epoch} of {cfg.epoch}")
     if cfg.pretrain_flow != "none":
         with ctx.budget.counting():
-            maybe_pretrain_flow(ctx, resume)
+            maybe_pretrain_flow(cfg, ctx.preset, ctx.model, ctx.train_model, device, ctx.logger, resume)
     for epoch in range(state.epoch, cfg.epoch):
         set_sampler_epoch(ctx.loaders, epoch)
         with ctx.budget.counting():

@@ -48,11 +48,13 @@ from engine.evaluation.protocol import eval_datasets, evaluate_model
 from engine.training.losses import (autocast, class_weight_tensor, make_scaler, segnet_loss, stop_if_non_finite,
                                     upsample_to)
 from engine.model_builder import assemble_model, config_norm_args
+from engine.training.lr_schedule import PolySchedule, apply_schedule, saved_position, start_schedule
 from engine.training.pidnet_loss import official_class_weights, pidnet_loss
 from engine.training.loop import (ADAM_WEIGHT_DECAY, LOG_EVERY, TimeBudget, TrainState, build_train_loaders,
                                   loader_limit, next_batch, run_header, set_sampler_epoch, wrap_ddp)
 from models.gsvnet import GSVNet, normalisation_dict
-from models.keyframe_net import parse_spec, read_logits
+from models.keyframe_net import read_logits
+from models.keyframe_spec import KeyframeNetSpec
 from models.pidnet_weights import NETWORK_PREFIX
 from utils.checkpoint import load_file, save_atomic
 from utils.logging import RunLogger
@@ -62,40 +64,24 @@ from utils.metrics import confusion_matrix, miou
 SEGNET_FORMAT = "gsvnet-repro-segnet/1"
 
 
-POLY_POWER = 0.9
-
-
 CHECKPOINT = "segnet_checkpoint.pth.tar"
 
 
-def poly_factor(step: int, total: int, power: float = POLY_POWER, time_fraction: float = 0.0) -> float:
-    """Poly LR multiplier at iteration ``step`` of ``total`` (1 at 0, 0 at total); with a time budget,
-    at the larger of ``step/total`` and ``time_fraction`` (the budget's share spent)."""
-    progress = max(step / max(total, 1), time_fraction)
-    return max(0.0, 1.0 - progress) ** power
-
-
-def _is_pidnet(spec: str) -> bool:
-    parsed = parse_spec(spec)
-    return parsed.kind == "builtin" and parsed.target.startswith("pidnet")
-
-
-def weights_name(spec: str, best: bool = False) -> str:
+def weights_name(spec: KeyframeNetSpec, best: bool = False) -> str:
     """The weights file (or, for hf:, folder) name in the run folder; official extensions for built-ins."""
     stem = "segnet_best" if best else "segnet"
-    parsed = parse_spec(spec)
-    if parsed.kind == "hf":
+    if spec.kind == "hf":
         return stem
-    return stem + (".pt" if parsed.spec == "swiftnet" or _is_pidnet(spec) else ".pth")
+    return stem + (".pt" if spec.spec == "swiftnet" or spec.is_pidnet else ".pth")
 
 
-def official_weights(segnet: str, state_dict: dict) -> dict | object:
+def official_weights(spec: KeyframeNetSpec, state_dict: dict) -> dict | object:
     """The object the official code saves/loads for this keyframe net (docs/formats.md); a plain state_dict
     for kinds without an official format."""
     sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}  # no channels-last strides on disk
-    if _is_pidnet(segnet):
+    if spec.is_pidnet:
         return {NETWORK_PREFIX + k: v for k, v in sd.items()}  # the released FullModel layout
-    return {"state_dict": sd} if parse_spec(segnet).spec == "bisenet" else sd
+    return {"state_dict": sd} if spec.spec == "bisenet" else sd
 
 
 def save_pretrained_atomic(net: torch.nn.Module, folder: Path) -> None:
@@ -118,7 +104,7 @@ class SegnetContext:
     model: GSVNet  # only .segnet trains; the wrapper gives normalisation and evaluation
     train_net: torch.nn.Module  # model.segnet, DDP-wrapped when distributed
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    schedule: PolySchedule  # the LR factor of (iteration, budget share)
     scaler: torch.amp.GradScaler
     class_weight: torch.Tensor | None
     loader: DataLoader
@@ -148,47 +134,49 @@ def restore(ctx: SegnetContext, path: Path | None) -> TrainState:
     raw = load_file(path)
     if not (isinstance(raw, dict) and raw.get("format") == SEGNET_FORMAT):
         return TrainState()  # weights only (an official file): start at epoch 0
-    ctx.optimizer.load_state_dict(raw["optimizer"])
-    ctx.scheduler.load_state_dict(raw["scheduler"])
+    ctx.optimizer.load_state_dict(raw["optimizer"])  # with each group's initial_lr and current lr
     best = None if ctx.cfg.reset_best_pred else raw.get("best_pred")
-    return TrainState(epoch=int(raw["epoch"]), best_pred=best, step=int(raw.get("step", 0)))
+    step = int(raw.get("step", 0))
+    return TrainState(epoch=int(raw["epoch"]), best_pred=best, step=step,
+                      lr_step=saved_position(raw.get("scheduler"), step))
 
 
 def keyframe_class_weight(cfg: Config, preset: DatasetPreset, device: torch.device) -> torch.Tensor | None:
     """CE class weights of keyframe-net training with --class-weights 1: PIDNet its official config's own
     (engine.training.pidnet_loss.official_class_weights: Cityscapes-class data 0.84–1.15, CamVid none), every other
     net the preset's (GSVNet's) weights; None with --class-weights 0."""
-    if not _is_pidnet(cfg.segnet):
+    if not cfg.segnet.is_pidnet:
         return class_weight_tensor(cfg, preset, device)
     weights = official_class_weights(preset.kind, preset.num_classes) if cfg.class_weights else None
     return None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
 
 
-def keyframe_net_loss(spec: str, outputs, label: torch.Tensor, class_weight: torch.Tensor | None,
+def keyframe_net_loss(spec: KeyframeNetSpec, outputs, label: torch.Tensor, class_weight: torch.Tensor | None,
                       ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, main logits at label size) of a training-form forward result: pidnet_loss for PIDNet,
     segnet_loss (CE, + BiSeNet's aux heads) for the other built-ins, CE of the main logits otherwise."""
-    if _is_pidnet(spec):
+    if spec.is_pidnet:
         loss, _ = pidnet_loss(outputs, label, class_weights=class_weight, ignore_index=ignore_index)
         return loss, upsample_to(outputs[1], label.shape[-2:])
-    if parse_spec(spec).kind != "builtin":
+    if spec.kind != "builtin":
         outputs = read_logits(spec, outputs)
     return segnet_loss(outputs, label, class_weight, ignore_index)
 
 
-def segnet_step(ctx: SegnetContext, batch: dict, where: str) -> tuple[float, torch.Tensor]:
+def segnet_step(ctx: SegnetContext, batch: dict, where: str, state: TrainState) -> tuple[float, torch.Tensor]:
     """One optimizer step on annotated frames; returns (loss, label-size main logits, detached)."""
     frames = batch["frames"][:, -1].to(ctx.device, non_blocking=True).float()  # B×3×H×W RGB 0–255
     label = batch["label"].to(ctx.device, non_blocking=True)
     with autocast(ctx.device, ctx.cfg.amp):
         outputs = ctx.train_net(ctx.model.normalise_rgb(frames).contiguous(memory_format=torch.channels_last))
-    loss, main = keyframe_net_loss(ctx.model.segnet_name, outputs, label, ctx.class_weight, ctx.preset.ignore_index)
+    loss, main = keyframe_net_loss(ctx.model.spec, outputs, label, ctx.class_weight, ctx.preset.ignore_index)
     stop_if_non_finite(float(loss.detach()), where, run_dir(ctx.cfg) / CHECKPOINT)
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.scaler.scale(loss).backward()
     ctx.scaler.step(ctx.optimizer)
     ctx.scaler.update()
-    ctx.scheduler.step()
+    state.lr_step += 1
+    apply_schedule(ctx.optimizer, ctx.schedule, state.lr_step, ctx.budget.fraction())
     return float(loss.detach()), main.detach()
 
 
@@ -207,7 +195,7 @@ def train_segnet_one_epoch(ctx: SegnetContext, epoch: int, state: TrainState) ->
     done = 0
     for i in bar:
         batch = next_batch(iterator, "loading a training batch")
-        loss, main = segnet_step(ctx, batch, f"epoch {epoch}, iteration {i}")
+        loss, main = segnet_step(ctx, batch, f"epoch {epoch}, iteration {i}", state)
         state.step += 1
         done, total = i + 1, total + loss
         cm += confusion_matrix(main.argmax(1), batch["label"].to(ctx.device), num_classes, ctx.preset.ignore_index)
@@ -228,8 +216,8 @@ def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is
     """Weights in the net's format (+ best copy) and the resumable checkpoint, atomically (rank 0)."""
     if not dist.is_main():
         return
-    spec, net, folder = ctx.model.segnet_name, ctx.model.segnet, run_dir(ctx.cfg)
-    if parse_spec(spec).kind == "hf":
+    spec, net, folder = ctx.model.spec, ctx.model.segnet, run_dir(ctx.cfg)
+    if spec.kind == "hf":
         for name in [weights_name(spec)] + ([weights_name(spec, best=True)] if is_best else []):
             save_pretrained_atomic(net, folder / name)
     else:
@@ -237,12 +225,12 @@ def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is
         save_atomic(weights, folder / weights_name(spec))
         if is_best:
             save_atomic(weights, folder / weights_name(spec, best=True))
-    model_args = {"segnet": spec, "num_classes": ctx.model.num_classes, "training_form": True,
+    model_args = {"segnet": spec.spec, "num_classes": ctx.model.num_classes, "training_form": True,
                   "keyframe_normalisation": normalisation_dict(ctx.model.keyframe_norm)}
-    ckpt = {"format": SEGNET_FORMAT, "segnet": spec, "model_args": model_args, "epoch": state.epoch,
+    ckpt = {"format": SEGNET_FORMAT, "segnet": spec.spec, "model_args": model_args, "epoch": state.epoch,
             "step": state.step, "best_pred": state.best_pred, "current_pred": current, "config": to_dict(ctx.cfg),
             "segnet_state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-            "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict()}
+            "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.schedule.state(state.lr_step)}
     save_atomic(ckpt, folder / CHECKPOINT)
 
 
@@ -261,10 +249,9 @@ def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetConte
     optimizer = build_segnet_optimizer(cfg, model.segnet.parameters())
     total = max(1, cfg.epoch * iterations_per_epoch(cfg, loader))
     budget = TimeBudget(cfg.time_budget)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: poly_factor(step, total, time_fraction=budget.fraction()))
+    start_schedule(optimizer)
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
-    ctx = SegnetContext(cfg, preset, device, model, model.segnet, optimizer, scheduler, make_scaler(device, cfg.amp),
+    ctx = SegnetContext(cfg, preset, device, model, model.segnet, optimizer, PolySchedule(total), make_scaler(device, cfg.amp),
                         keyframe_class_weight(cfg, preset, device), loader, logger, budget)
     state = restore(ctx, path)  # before DDP: its constructor broadcasts rank 0's (restored) weights
     ctx.train_net = wrap_ddp(model.segnet, device)
@@ -297,10 +284,10 @@ def train_keyframe_net(cfg: Config, device: torch.device) -> int:
             break
     ctx.logger.close()
     if dist.is_main():
-        spec = parse_spec(cfg.segnet)
-        best = folder / weights_name(spec.spec, best=True)
+        spec = cfg.segnet
+        best = folder / weights_name(spec, best=True)
         form = {"builtin": "official", "hf": "save_pretrained folder"}.get(spec.kind, "plain state_dict")
-        print(f"keyframe-net weights ({spec.spec}, {form}): {folder / weights_name(spec.spec)}\n"
+        print(f"keyframe-net weights ({spec.spec}, {form}): {folder / weights_name(spec)}\n"
               f"best epoch (val mIoU {state.best_pred}): {best}\n"
               f"next: python main.py --segnet {spec.spec} --dataset {cfg.dataset} --segnet-weights {best} ...")
     return 0
