@@ -22,7 +22,7 @@ from config.config import parse_args
 from dataset.folder import FolderSequence
 from dataset.transforms import ClipParams, ClipTransform
 from engine.training.propagation import build_context, train_one_epoch
-from engine.teacher.pseudo_labels import PseudoLabelled, crop_teacher
+from engine.teacher.pseudo_labels import PseudoLabelled, crop_teacher, crop_view_targets
 from engine.teacher.cache import TeacherCache, fill_teacher_cache, weights_fingerprint
 from engine.training.loop import TrainState
 from models.gsvnet import GSVNet
@@ -190,21 +190,49 @@ def cli_args(root: Path, logs: Path, weights: Path, *extra: str) -> list[str]:
             "--pseudo-labels", "1", *extra]
 
 
-def test_training_reads_every_target_from_the_cache(tmp_path, weights):
+def test_whole_frame_training_reads_every_target_from_the_cache(tmp_path, weights):
     root = write_tree(tmp_path / "data", {"train/a": (5, 32, 48), "val/v": (4, 32, 48)})
     cfg = parse_args(cli_args(root, tmp_path / "logs", weights, "--multi-step", "1", "3", "--eval-multi-step", "1",
-                              "--epoch", "2", "--crop-height", "24", "--crop-width", "32"))
+                              "--epoch", "2", "--use-crop", "0"))
     CALLS["frames"] = 0
     ctx, state, _ = build_context(cfg, torch.device("cpu"))
     assert CALLS["frames"] == 4  # the teacher pass: a1..a4, once each (k=3's a3, a4 are among them)
     batch = next(iter(ctx.loaders[1]))
-    assert batch["label"].shape == (2, 24, 32) and batch["teacher"].shape == (2, 3, 6, 8)
+    assert batch["label"].shape == (2, 32, 48) and batch["teacher"].shape == (2, 3, 3, 4)  # raw: 24×36 (key scale 0.75) / 8
     samples = sum(len(dl.dataset) for dl in ctx.loaders.values())
     assert samples == 4 + 2  # even per distance: no batch of 1 (BatchNorm in training needs 2)
     for epoch in range(2):
         before = CALLS["frames"]
         train_one_epoch(ctx, epoch, state)
         assert CALLS["frames"] - before == samples  # one keyframe per clip; no teacher forward
+
+
+def test_crop_training_takes_its_targets_from_the_crop_itself(tmp_path, weights):
+    """--use-crop 1: the keyframe net runs on each augmented target frame (crop_view_targets), so every clip
+    costs two keyframe-net forwards; the cached targets only mark the padding."""
+    root = write_tree(tmp_path / "data", {"train/a": (5, 32, 48), "val/v": (4, 32, 48)})
+    cfg = parse_args(cli_args(root, tmp_path / "logs", weights, "--multi-step", "1", "3", "--eval-multi-step", "1",
+                              "--epoch", "1", "--crop-height", "24", "--crop-width", "32"))
+    ctx, state, _ = build_context(cfg, torch.device("cpu"))
+    batch = next(iter(ctx.loaders[1]))
+    assert batch["label"].shape == (2, 24, 32) and "teacher" not in batch  # no cropped cached logits loaded
+    samples = sum(len(dl.dataset) for dl in ctx.loaders.values())
+    before = CALLS["frames"]
+    train_one_epoch(ctx, 0, state)
+    assert CALLS["frames"] - before == 2 * samples
+
+
+def test_crop_view_targets_are_the_keyframe_prediction_of_the_crop_with_padding_kept():
+    model = teacher_model()
+    frame = torch.from_numpy(stripe_frame(2, 16, 40)).permute(2, 0, 1).float()[None]   # a crop of a stripe clip
+    cached = torch.zeros(1, 16, 40, dtype=torch.int64)
+    cached[:, 12:, :] = 255                                                               # padding rows
+    labels, logits = crop_view_targets(model, frame, cached, 1.0, 255, with_logits=True)
+    expected = torch.from_numpy(teacher_labels_by_hand(2, 16, 40)).long()[None]
+    expected[:, 12:, :] = 255
+    assert labels.dtype == torch.int64 and torch.equal(labels, expected)
+    assert logits.shape == (1, 3, 2, 5)
+    assert crop_view_targets(model, frame, cached, 1.0, 255, with_logits=False)[1] is None
 
 
 def test_refused_combinations():

@@ -14,9 +14,9 @@ frozen ideal-delay kernels are not in it. The learning rate follows ``engine.tra
 of epochs: a resumed run continues up to it.
 
 ``--pseudo-labels 1`` (engine/teacher/pseudo_labels.py): no labels; every frame with k predecessors is a sample whose
-CE target is the keyframe net's prediction of it and whose KL target its logits, both from the teacher cache
-filled once before the first epoch (engine/teacher/cache.py) and cropped with the frames; validation scores
-agreement with the keyframe net.
+CE target is the keyframe net's prediction of it and whose KL target its logits: on whole frames from the teacher
+cache filled once before the first epoch (engine/teacher/cache.py), with --use-crop 1 of the augmented crop itself
+(crop_view_targets; the cache then marks the padding); validation scores agreement with the keyframe net.
 
 ``--time-budget S`` (engine.training.loop.TimeBudget, shared with the keyframe-net stage): an epoch
 ends after the iteration in which the training time reaches S seconds; train_propagation then validates,
@@ -45,7 +45,7 @@ from engine.training.keyframe_cache import KeyframeCache, clip_keys
 from engine.training.lr_schedule import StepSchedule, apply_schedule, saved_position, start_schedule
 from engine.training.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
 from engine.model_builder import build_model
-from engine.teacher.pseudo_labels import frame_sample_datasets, with_teacher_targets
+from engine.teacher.pseudo_labels import crop_view_targets, frame_sample_datasets, with_teacher_targets
 from engine.runs import preset_of, resolve_resume, run_dir, summary_dir, write_config
 from engine.training.flow_pretrain import maybe_pretrain_flow
 from engine.training.loop import (ADAM_WEIGHT_DECAY, LOG_EVERY, TimeBudget, TrainState, batch_schedule,
@@ -134,7 +134,7 @@ def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tupl
             key_ids, last_ids = clip_keys(batch["name"], frames.shape[1] - 1)
             raw = ctx.cache.get(key_ids, frames[:, 0], lambda x: model.segnet_logits(x, cfg.key_scale))
             key = resize(raw, lowres_size(*frames.shape[-2:]))
-        if teacher is None and cfg.distil:
+        if teacher is None and cfg.distil and not (cfg.pseudo_labels and cfg.use_crop):
             teacher = (ctx.cache.get(last_ids, frames[:, -1], lambda x: model.segnet_logits(x, cfg.key_scale))
                        if ctx.cache is not None else model.segnet_logits(frames[:, -1], cfg.key_scale))
     return key, teacher
@@ -146,6 +146,9 @@ def train_step(ctx: TrainContext, batch: dict, where: str, state: TrainState) ->
     frames = batch["frames"].to(ctx.device, non_blocking=True).float()  # B×T×3×H×W RGB 0–255
     label = batch["label"].to(ctx.device, non_blocking=True)  # B×H×W
     key_logits, teacher = frozen_outputs(ctx, batch, frames)
+    if cfg.pseudo_labels and cfg.use_crop:  # targets of the crop as the keyframe net sees it (crop_view_targets)
+        label, teacher = crop_view_targets(ctx.model, frames[:, -1], label, cfg.key_scale, ctx.preset.ignore_index,
+                                           cfg.distil)
     with autocast(ctx.device, cfg.amp):
         logits = ctx.train_model.forward_clip(frames, cfg.key_scale, "gsv",
                                               grad_steps=None if cfg.finetune_all else 2, key_logits=key_logits)
@@ -264,7 +267,7 @@ def label_free_loaders(cfg: Config, preset: DatasetPreset, model: GSVNet, datase
     """--pseudo-labels 1: the teacher pass over every target frame, then loaders whose batches carry the
     cached teacher labels (and logits, with --distil 1) augmented with the frames."""
     targets = with_teacher_targets(model, cfg, datasets, device, scale=cfg.key_scale,
-                                   transform=train_transform(cfg, preset), with_logits=cfg.distil)
+                                   transform=train_transform(cfg, preset), with_logits=cfg.distil and not cfg.use_crop)
     return build_train_loaders(cfg, preset, sorted(datasets), device, datasets=targets)
 
 
