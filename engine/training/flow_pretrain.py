@@ -209,7 +209,7 @@ def pretrain_flow(cfg: Config, preset: DatasetPreset, model: GSVNet, train_model
     else:
         batches = _pairs_from_loader(cfg, preset, model, device)
     optimizer = torch.optim.Adam(model.flow_net.parameters(), lr=PRETRAIN_LR)
-    set_train_mode(train_model, cfg)
+    set_train_mode(train_model, cfg.train_optical_flow, cfg.freeze_bn)
     recent, checkpoint = [], run_dir(cfg) / "checkpoint.pth.tar"
     for i in tqdm(range(cfg.pretrain_flow_iters), desc="flow pre-training", unit="it", disable=not dist.is_main()):
         cur_lowres, prev_lowres, target, valid = next(batches)

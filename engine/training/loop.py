@@ -77,8 +77,9 @@ def set_sampler_epoch(loaders: dict[int, DataLoader], epoch: int) -> None:
             loader.sampler.set_epoch(epoch)
 
 
-def loader_limit(cfg: Config, length: int) -> int:
-    return min(length, EARLY_STOP_ITERS) if cfg.early_stop else length
+def loader_limit(early_stop: bool, length: int) -> int:
+    """Batches per epoch of a loader of ``length`` batches (--early-stop: a few)."""
+    return min(length, EARLY_STOP_ITERS) if early_stop else length
 
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
@@ -121,17 +122,17 @@ def set_trainable(model: GSVNet, cfg: Config) -> None:
     model.gsv.ideal_dk.requires_grad_(False)  # fixed shift kernels (official --train-filter 0)
 
 
-def set_train_mode(model: GSVNet, cfg: Config) -> None:
+def set_train_mode(model: GSVNet, train_flow: bool, freeze_bn: bool) -> None:
     """Train mode, except: frozen keyframe net; frozen flow net; --freeze-bn keeps the trained modules'
     BN statistics (they contain no dropout, so eval mode is exactly "frozen BN").
 
-    Call it on the GSVNet that runs the training forward (``ctx.train_model``, whose flow net and GSV
+    Call it on the GSVNet that runs the training forward (``PropagationRun.train_model``, whose flow net and GSV
     are the DDP wrappers when distributed): ``forward_clip`` reads the mode from those very modules,
     and a wrapper's ``train()``/``eval()`` reaches the module inside, so the mode has one source."""
     model.train()
-    if not cfg.train_optical_flow or cfg.freeze_bn:
+    if not train_flow or freeze_bn:
         model.flow_net.eval()
-    if cfg.freeze_bn:
+    if freeze_bn:
         model.gsv.eval()
 
 

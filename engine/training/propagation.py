@@ -29,12 +29,10 @@ prints, logs and saves.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config.config import Config, to_dict
@@ -42,6 +40,7 @@ from config.dataset_preset import DatasetPreset
 from engine import distributed as dist
 from engine.evaluation.protocol import eval_datasets, eval_distances, evaluate_model
 from engine.training.keyframe_cache import KeyframeCache, clip_keys
+from engine.training.propagation_run import PropagationRun, epoch_settings
 from engine.training.lr_schedule import StepSchedule, apply_schedule, saved_position, start_schedule
 from engine.training.losses import autocast, class_weight_tensor, make_scaler, propagation_loss, stop_if_non_finite
 from engine.model_builder import build_model
@@ -62,24 +61,6 @@ from utils.seed import seed_everything
 from utils.visualize import colorize, hstack
 
 
-
-@dataclass
-class TrainContext:
-    cfg: Config
-    preset: DatasetPreset
-    device: torch.device
-    model: GSVNet  # model_without_ddp
-    train_model: GSVNet  # the same modules, flow net and GSV wrapped in DDP when distributed
-    optimizer: torch.optim.Optimizer
-    schedule: StepSchedule  # the LR factor of (schedule iteration, budget share)
-    scaler: torch.amp.GradScaler
-    class_weight: torch.Tensor | None
-    loaders: dict[int, DataLoader]
-    logger: RunLogger
-    cache: KeyframeCache | None = None  # --cache-keyframes 1: frozen keyframe-net outputs per clip
-    budget: TimeBudget = field(default_factory=lambda: TimeBudget(0))  # --time-budget
-
-
 def build_optimizer(model: GSVNet, cfg: Config) -> torch.optim.Optimizer:
     """Param groups guide / intra / flow with their own learning rates (official order minus ideal_dk)."""
     groups = [dict(params=[p for p in model.gsv.guide.parameters() if p.requires_grad], lr=cfg.guide_lr,
@@ -97,35 +78,38 @@ def build_optimizer(model: GSVNet, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
 
 
-def restore_training_state(parts: dict | None, path: Path | None, ctx: TrainContext) -> TrainState:
-    """Our checkpoints: optimizer, scheduler, scaler, epoch, best score. Official ones: weights only."""
+def restore_training_state(parts: dict | None, path: Path | None, optimizer: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler, schedule: StepSchedule, reset_best: bool,
+                           step_lr: bool) -> tuple[TrainState, StepSchedule]:
+    """Our checkpoints: optimizer, scheduler, scaler, epoch, best score (loaded into ``optimizer`` and
+    ``scaler``; returns the state and the schedule to continue with). Official ones: weights only."""
     if parts is None:
-        return TrainState()
+        return TrainState(), schedule
     raw = parts["raw"]
     if raw.get("format") != FORMAT or "optimizer" not in raw:
         if dist.is_main():
             print(f"{path}: weights-only (official) checkpoint: flow net + GSV loaded, starting at epoch 0")
-        return TrainState()
+        return TrainState(), schedule
     saved = [g.get("name") for g in raw["optimizer"]["param_groups"]]
-    ours = [g["name"] for g in ctx.optimizer.param_groups]
+    ours = [g["name"] for g in optimizer.param_groups]
     if saved != ours:
         raise ValueError(f"{path}: optimizer groups {saved} do not match this run's {ours} "
                          "(other --intra / --train-optical-flow settings?)")
-    ctx.optimizer.load_state_dict(raw["optimizer"])  # with each group's initial_lr and current lr
+    optimizer.load_state_dict(raw["optimizer"])  # with each group's initial_lr and current lr
     if raw.get("scaler"):
-        ctx.scaler.load_state_dict(raw["scaler"])
-    best = None if ctx.cfg.reset_best_pred else raw.get("best_pred")
+        scaler.load_state_dict(raw["scaler"])
+    best = None if reset_best else raw.get("best_pred")
     step = int(raw.get("step", 0))
-    ctx.schedule = ctx.schedule.resumed(raw.get("scheduler"))
-    return TrainState(epoch=parts["epoch"], best_pred=best, step=step,
-                      lr_step=saved_position(raw.get("scheduler"), step if ctx.cfg.optim == "sgd" else 0))
+    state = TrainState(epoch=parts["epoch"], best_pred=best, step=step,
+                       lr_step=saved_position(raw.get("scheduler"), step if step_lr else 0))
+    return state, schedule.resumed(raw.get("scheduler"))
 
 
-def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tuple:
+def frozen_outputs(ctx: PropagationRun, batch: dict, frames: torch.Tensor) -> tuple:
     """(keyframe logits or None, distillation teacher or None) from the frozen keyframe net, cached
     per clip with --cache-keyframes 1. With --pseudo-labels 1 the teacher comes with the batch (the
     teacher cache's logits, cropped like the frames: engine/teacher/pseudo_labels.py)."""
-    cfg, model = ctx.cfg, ctx.model
+    cfg, model = ctx.settings, ctx.model
     teacher = batch.get("teacher")
     teacher = teacher.to(ctx.device, non_blocking=True) if teacher is not None else None
     key = None
@@ -140,9 +124,10 @@ def frozen_outputs(ctx: TrainContext, batch: dict, frames: torch.Tensor) -> tupl
     return key, teacher
 
 
-def train_step(ctx: TrainContext, batch: dict, where: str, state: TrainState) -> tuple[dict[str, float], torch.Tensor]:
+def train_step(ctx: PropagationRun, batch: dict, where: str,
+               state: TrainState) -> tuple[dict[str, float], torch.Tensor]:
     """One optimizer step on a clip batch. Returns (loss parts, detached 1/8 logits of the last frame)."""
-    cfg = ctx.cfg
+    cfg = ctx.settings
     frames = batch["frames"].to(ctx.device, non_blocking=True).float()  # B×T×3×H×W RGB 0–255
     label = batch["label"].to(ctx.device, non_blocking=True)  # B×H×W
     key_logits, teacher = frozen_outputs(ctx, batch, frames)
@@ -154,35 +139,37 @@ def train_step(ctx: TrainContext, batch: dict, where: str, state: TrainState) ->
                                               grad_steps=None if cfg.finetune_all else 2, key_logits=key_logits)
     loss, parts = propagation_loss(logits, label, teacher, class_weight=ctx.class_weight, param_ce=cfg.param_ce,
                                    param_ce_distil=cfg.param_ce_distil, ignore_index=ctx.preset.ignore_index)
-    stop_if_non_finite(parts["loss"], where, run_dir(cfg) / "checkpoint.pth.tar")
+    stop_if_non_finite(parts["loss"], where, cfg.checkpoint)
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.scaler.scale(loss).backward()
     ctx.scaler.step(ctx.optimizer)
     ctx.scaler.update()
-    if cfg.optim == "sgd":  # the official code steps its LR schedule only for SGD; Adam keeps its LR
+    if cfg.step_lr:  # the official code steps its LR schedule only for SGD; Adam keeps its LR
         state.lr_step += 1
         apply_schedule(ctx.optimizer, ctx.schedule, state.lr_step, ctx.budget.fraction())
     return parts, logits.detach()
 
 
-def log_predictions(ctx: TrainContext, batch: dict, logits: torch.Tensor, step: int, count: int = 2) -> None:
+def log_predictions(preset: DatasetPreset, logger: RunLogger, batch: dict, logits: torch.Tensor, step: int,
+                    count: int = 2) -> None:
     """TensorBoard: last frame | ground truth | prediction for the first ``count`` clips of a batch."""
     if not dist.is_main():
         return
     labels = logits_to_labels(logits[:count].float(), tuple(batch["label"].shape[-2:])).cpu().numpy()
     for i in range(labels.shape[0]):
         frame = batch["frames"][i, -1].permute(1, 2, 0).numpy().astype(np.uint8)
-        strip = hstack([frame, colorize(batch["label"][i].numpy(), ctx.preset.palette),
-                        colorize(labels[i], ctx.preset.palette)])
-        ctx.logger.image(f"train/prediction_{i}", strip, step)
+        strip = hstack([frame, colorize(batch["label"][i].numpy(), preset.palette),
+                        colorize(labels[i], preset.palette)])
+        logger.image(f"train/prediction_{i}", strip, step)
 
 
-def train_one_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> dict[str, float]:
+def train_one_epoch(ctx: PropagationRun, epoch: int, state: TrainState) -> dict[str, float]:
     """One pass over every distance's loader (batches interleaved); returns the epoch's mean loss
     parts and the running mIoU (percent) of the training-crop predictions."""
-    cfg, num_classes = ctx.cfg, ctx.preset.num_classes
-    set_train_mode(ctx.train_model, cfg)
-    schedule = batch_schedule({k: loader_limit(cfg, len(dl)) for k, dl in ctx.loaders.items()}, epoch, cfg.seed)
+    cfg, num_classes = ctx.settings, ctx.preset.num_classes
+    set_train_mode(ctx.train_model, cfg.train_optical_flow, cfg.freeze_bn)
+    schedule = batch_schedule({k: loader_limit(cfg.early_stop, len(dl)) for k, dl in ctx.loaders.items()}, epoch,
+                              cfg.seed)
     if cfg.max_iters > 0:
         schedule = schedule[:cfg.max_iters]
     iterators = {k: iter(dl) for k, dl in ctx.loaders.items()}
@@ -207,7 +194,7 @@ def train_one_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> dict[st
             break
     bar.close()
     if batch is not None:
-        log_predictions(ctx, batch, logits, state.step)
+        log_predictions(ctx.preset, ctx.logger, batch, logits, state.step)
     stats = torch.tensor([sums["loss"], sums["ce"], sums["kl"], done], dtype=torch.float64)
     dist.all_reduce_sum(stats)
     dist.all_reduce_sum(cm)
@@ -226,10 +213,10 @@ def best_score(metrics: dict) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def evaluate_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> float | None:
+def evaluate_epoch(cfg: Config, preset: DatasetPreset, model: GSVNet, device: torch.device, logger: RunLogger,
+                   epoch: int, step: int) -> float | None:
     """Validate (collective), log per-distance and avg/min mIoU, write metrics.json; returns the score."""
-    cfg = ctx.cfg
-    metrics = evaluate_model(ctx.model, cfg, ctx.preset, ctx.device, distances=eval_distances(cfg),
+    metrics = evaluate_model(model, cfg, preset, device, distances=eval_distances(cfg),
                              key_scale=cfg.key_scale, fusion="gsv", progress=True,
                              purpose="select")
     score = best_score(metrics)
@@ -237,7 +224,7 @@ def evaluate_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> float | 
     for l, v in metrics["intervals"].items():
         values.update({f"val/avg_miou_l{l}": v["avg_miou"], f"val/min_miou_l{l}": v["min_miou"]})
     values["val/score"] = score
-    ctx.logger.scalars(values, state.step, epoch=epoch, event="val")
+    logger.scalars(values, step, epoch=epoch, event="val")
     if dist.is_main():
         write_json(run_dir(cfg) / "metrics.json", dict(metrics, epoch=epoch))
         shown = ", ".join(f"k={k}: {v['miou']:.1f}" for k, v in metrics["per_distance"].items()
@@ -247,17 +234,20 @@ def evaluate_epoch(ctx: TrainContext, epoch: int, state: TrainState) -> float | 
     return score
 
 
-def save_checkpoints(ctx: TrainContext, state: TrainState, current: float | None, is_best: bool) -> None:
-    """checkpoint.pth.tar every epoch, model_best.pth.tar when the score improved (rank 0, atomic)."""
+def save_checkpoints(cfg: Config, run: PropagationRun, state: TrainState, current: float | None,
+                     is_best: bool) -> None:
+    """checkpoint.pth.tar every epoch, model_best.pth.tar when the score improved (rank 0, atomic): the
+    run's model, optimizer, schedule and scaler, and ``cfg`` as the recorded configuration."""
     if not dist.is_main():
         return
-    m = ctx.model
+    m = run.model
     ckpt = gsvnet_checkpoint(
-        m.gsv, m.flow_net, model_args=m.constructor_args(), epoch=state.epoch, step=state.step, best_pred=state.best_pred, current_pred=current,
-        optimizer=ctx.optimizer.state_dict(), scheduler=ctx.schedule.state(state.lr_step),
-        scaler=ctx.scaler.state_dict() if ctx.scaler.is_enabled() else None, config=to_dict(ctx.cfg),
+        m.gsv, m.flow_net, model_args=m.constructor_args(), epoch=state.epoch, step=state.step,
+        best_pred=state.best_pred, current_pred=current,
+        optimizer=run.optimizer.state_dict(), scheduler=run.schedule.state(state.lr_step),
+        scaler=run.scaler.state_dict() if run.scaler.is_enabled() else None, config=to_dict(cfg),
         segnet_state_dict={k: v.detach().cpu().contiguous() for k, v in m.segnet.state_dict().items()})
-    folder = run_dir(ctx.cfg)
+    folder = run_dir(cfg)
     save_atomic(ckpt, folder / "checkpoint.pth.tar")
     if is_best:
         save_atomic(ckpt, folder / "model_best.pth.tar")
@@ -271,7 +261,8 @@ def label_free_loaders(cfg: Config, preset: DatasetPreset, model: GSVNet, datase
     return build_train_loaders(cfg, preset, sorted(datasets), device, datasets=targets)
 
 
-def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, TrainState, Path | None]:
+def build_context(cfg: Config, device: torch.device) -> tuple[PropagationRun, TrainState, Path | None]:
+    """The run's loaders, model (restored with --resume), optimizer and logger; its state; the resume path."""
     preset = preset_of(cfg)
     distances = sorted({int(k) for k in cfg.multi_step})
     if cfg.pseudo_labels:  # samples without labels; their targets need the model (label_free_loaders)
@@ -294,12 +285,15 @@ def build_context(cfg: Config, device: torch.device) -> tuple[TrainContext, Trai
                          keyframe_norm=model.keyframe_norm).to(device)
     optimizer = build_optimizer(model, cfg)
     start_schedule(optimizer)
-    schedule = StepSchedule(cfg.step_scheduler, cfg.lr_gamma)
+    scaler = make_scaler(device, cfg.amp)
+    state, schedule = restore_training_state(parts, resume, optimizer, scaler,
+                                             StepSchedule(cfg.step_scheduler, cfg.lr_gamma),
+                                             cfg.reset_best_pred, cfg.optim == "sgd")
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
-    ctx = TrainContext(cfg, preset, device, model, train_model, optimizer, schedule, make_scaler(device, cfg.amp),
-                       class_weight_tensor(cfg, preset, device), loaders, logger,
-                       KeyframeCache() if cfg.cache_keyframes else None, TimeBudget(cfg.time_budget))
-    return ctx, restore_training_state(parts, resume, ctx), resume
+    run = PropagationRun(epoch_settings(cfg), preset, device, model, train_model, optimizer, schedule, scaler,
+                         class_weight_tensor(cfg, preset, device), loaders, logger,
+                         KeyframeCache() if cfg.cache_keyframes else None, TimeBudget(cfg.time_budget))
+    return run, state, resume
 
 
 def train_propagation(cfg: Config, device: torch.device) -> int:
@@ -318,10 +312,11 @@ def train_propagation(cfg: Config, device: torch.device) -> int:
             stats = train_one_epoch(ctx, epoch, state)
         ctx.logger.scalars(stats, state.step, epoch=epoch, event="epoch")
         evaluate = (epoch + 1) % max(cfg.eval_interval, 1) == 0 or epoch + 1 == cfg.epoch or ctx.budget.stopped
-        current = evaluate_epoch(ctx, epoch, state) if evaluate else None
+        current = (evaluate_epoch(cfg, ctx.preset, ctx.model, device, ctx.logger, epoch, state.step)
+                   if evaluate else None)
         is_best = state.end_epoch(epoch, current, evaluated=evaluate)
         with dist.fail_together("saving the checkpoint"):
-            save_checkpoints(ctx, state, current, is_best)
+            save_checkpoints(cfg, ctx, state, current, is_best)
         if ctx.budget.ran_out(state.step, epoch, announce=dist.is_main()):
             break
     ctx.logger.close()

@@ -96,9 +96,18 @@ def save_pretrained_atomic(net: torch.nn.Module, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class SegnetSettings:
+    """The flag values a keyframe-net training epoch reads (taken from the Config in build_segnet_context)."""
+    amp: bool
+    iterations: int  # per epoch (iterations_per_epoch), fewer if the time budget runs out
+    checkpoint: Path  # the run's segnet_checkpoint.pth.tar, named when the loss turns non-finite
+
+
 @dataclass
-class SegnetContext:
-    cfg: Config
+class SegnetRun:
+    """What a keyframe-net training epoch works with: the flag values it reads and the objects it trains."""
+    settings: SegnetSettings
     preset: DatasetPreset
     device: torch.device
     model: GSVNet  # only .segnet trains; the wrapper gives normalisation and evaluation
@@ -126,16 +135,16 @@ def segnet_resume_path(cfg: Config) -> Path | None:
     return path
 
 
-def restore(ctx: SegnetContext, path: Path | None) -> TrainState:
-    """Where to continue: the optimizer state and epoch of our checkpoint (the weights were loaded when
-    the model was assembled); epoch 0 for anything else (an official weights file)."""
+def restore(path: Path | None, optimizer: torch.optim.Optimizer, reset_best: bool) -> TrainState:
+    """Where to continue: the epoch of our checkpoint, its optimizer state loaded into ``optimizer`` (the
+    weights were loaded when the model was assembled); epoch 0 for anything else (an official weights file)."""
     if path is None:
         return TrainState()
     raw = load_file(path)
     if not (isinstance(raw, dict) and raw.get("format") == SEGNET_FORMAT):
         return TrainState()  # weights only (an official file): start at epoch 0
-    ctx.optimizer.load_state_dict(raw["optimizer"])  # with each group's initial_lr and current lr
-    best = None if ctx.cfg.reset_best_pred else raw.get("best_pred")
+    optimizer.load_state_dict(raw["optimizer"])  # with each group's initial_lr and current lr
+    best = None if reset_best else raw.get("best_pred")
     step = int(raw.get("step", 0))
     return TrainState(epoch=int(raw["epoch"]), best_pred=best, step=step,
                       lr_step=saved_position(raw.get("scheduler"), step))
@@ -163,14 +172,14 @@ def keyframe_net_loss(spec: KeyframeNetSpec, outputs, label: torch.Tensor, class
     return segnet_loss(outputs, label, class_weight, ignore_index)
 
 
-def segnet_step(ctx: SegnetContext, batch: dict, where: str, state: TrainState) -> tuple[float, torch.Tensor]:
+def segnet_step(ctx: SegnetRun, batch: dict, where: str, state: TrainState) -> tuple[float, torch.Tensor]:
     """One optimizer step on annotated frames; returns (loss, label-size main logits, detached)."""
     frames = batch["frames"][:, -1].to(ctx.device, non_blocking=True).float()  # B×3×H×W RGB 0–255
     label = batch["label"].to(ctx.device, non_blocking=True)
-    with autocast(ctx.device, ctx.cfg.amp):
+    with autocast(ctx.device, ctx.settings.amp):
         outputs = ctx.train_net(ctx.model.normalise_rgb(frames).contiguous(memory_format=torch.channels_last))
     loss, main = keyframe_net_loss(ctx.model.spec, outputs, label, ctx.class_weight, ctx.preset.ignore_index)
-    stop_if_non_finite(float(loss.detach()), where, run_dir(ctx.cfg) / CHECKPOINT)
+    stop_if_non_finite(float(loss.detach()), where, ctx.settings.checkpoint)
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.scaler.scale(loss).backward()
     ctx.scaler.step(ctx.optimizer)
@@ -181,15 +190,15 @@ def segnet_step(ctx: SegnetContext, batch: dict, where: str, state: TrainState) 
 
 
 def iterations_per_epoch(cfg: Config, loader: DataLoader) -> int:
-    n = loader_limit(cfg, len(loader))
+    n = loader_limit(cfg.early_stop, len(loader))
     return min(n, cfg.max_iters) if cfg.max_iters > 0 else n
 
 
-def train_segnet_one_epoch(ctx: SegnetContext, epoch: int, state: TrainState) -> dict[str, float]:
+def train_segnet_one_epoch(ctx: SegnetRun, epoch: int, state: TrainState) -> dict[str, float]:
     num_classes = ctx.preset.num_classes
     ctx.model.segnet.train()  # evaluation leaves it in eval mode
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=ctx.device)
-    total, count = 0.0, iterations_per_epoch(ctx.cfg, ctx.loader)  # fewer if ctx.budget runs out
+    total, count = 0.0, ctx.settings.iterations  # fewer if ctx.budget runs out
     iterator = iter(ctx.loader)
     bar = tqdm(range(count), desc=f"segnet epoch {epoch}", unit="it", dynamic_ncols=True, disable=not dist.is_main())
     done = 0
@@ -212,11 +221,13 @@ def train_segnet_one_epoch(ctx: SegnetContext, epoch: int, state: TrainState) ->
     return {"segnet/train_loss": stats[0].item() / max(stats[1].item(), 1.0), "segnet/train_miou": 100 * miou(cm)}
 
 
-def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is_best: bool) -> None:
-    """Weights in the net's format (+ best copy) and the resumable checkpoint, atomically (rank 0)."""
+def save_segnet(cfg: Config, model: GSVNet, optimizer: torch.optim.Optimizer, schedule: PolySchedule,
+                state: TrainState, current: float | None, is_best: bool) -> None:
+    """Weights in the net's format (+ best copy) and the resumable checkpoint with ``cfg`` as its recorded
+    configuration, atomically (rank 0)."""
     if not dist.is_main():
         return
-    spec, net, folder = ctx.model.spec, ctx.model.segnet, run_dir(ctx.cfg)
+    spec, net, folder = model.spec, model.segnet, run_dir(cfg)
     if spec.kind == "hf":
         for name in [weights_name(spec)] + ([weights_name(spec, best=True)] if is_best else []):
             save_pretrained_atomic(net, folder / name)
@@ -225,16 +236,17 @@ def save_segnet(ctx: SegnetContext, state: TrainState, current: float | None, is
         save_atomic(weights, folder / weights_name(spec))
         if is_best:
             save_atomic(weights, folder / weights_name(spec, best=True))
-    model_args = {"segnet": spec.spec, "num_classes": ctx.model.num_classes, "training_form": True,
-                  "keyframe_normalisation": normalisation_dict(ctx.model.keyframe_norm)}
+    model_args = {"segnet": spec.spec, "num_classes": model.num_classes, "training_form": True,
+                  "keyframe_normalisation": normalisation_dict(model.keyframe_norm)}
     ckpt = {"format": SEGNET_FORMAT, "segnet": spec.spec, "model_args": model_args, "epoch": state.epoch,
-            "step": state.step, "best_pred": state.best_pred, "current_pred": current, "config": to_dict(ctx.cfg),
+            "step": state.step, "best_pred": state.best_pred, "current_pred": current, "config": to_dict(cfg),
             "segnet_state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-            "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.schedule.state(state.lr_step)}
+            "optimizer": optimizer.state_dict(), "scheduler": schedule.state(state.lr_step)}
     save_atomic(ckpt, folder / CHECKPOINT)
 
 
-def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetContext, TrainState]:
+def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetRun, TrainState]:
+    """The run's loader, model (restored with --resume), optimizer and logger, and where to continue."""
     preset = preset_of(cfg)
     loader = build_train_loaders(cfg, preset, [0], device)[0]
     eval_datasets(cfg, preset, [0], "select")  # a missing validation split fails now
@@ -247,15 +259,16 @@ def build_segnet_context(cfg: Config, device: torch.device) -> tuple[SegnetConte
     model = model.to(device).to_channels_last()
     seed_everything(cfg.seed, dist.rank())
     optimizer = build_segnet_optimizer(cfg, model.segnet.parameters())
-    total = max(1, cfg.epoch * iterations_per_epoch(cfg, loader))
+    iterations = iterations_per_epoch(cfg, loader)
+    total = max(1, cfg.epoch * iterations)
     budget = TimeBudget(cfg.time_budget)
     start_schedule(optimizer)
     logger = RunLogger(run_dir(cfg), summary_dir(cfg), enabled=dist.is_main())
-    ctx = SegnetContext(cfg, preset, device, model, model.segnet, optimizer, PolySchedule(total), make_scaler(device, cfg.amp),
-                        keyframe_class_weight(cfg, preset, device), loader, logger, budget)
-    state = restore(ctx, path)  # before DDP: its constructor broadcasts rank 0's (restored) weights
-    ctx.train_net = wrap_ddp(model.segnet, device)
-    return ctx, state
+    state = restore(path, optimizer, cfg.reset_best_pred)  # before DDP: it broadcasts rank 0's (restored) weights
+    settings = SegnetSettings(cfg.amp, iterations, run_dir(cfg) / CHECKPOINT)
+    run = SegnetRun(settings, preset, device, model, wrap_ddp(model.segnet, device), optimizer, PolySchedule(total),
+                    make_scaler(device, cfg.amp), keyframe_class_weight(cfg, preset, device), loader, logger, budget)
+    return run, state
 
 
 def train_keyframe_net(cfg: Config, device: torch.device) -> int:
@@ -279,7 +292,7 @@ def train_keyframe_net(cfg: Config, device: torch.device) -> int:
             print(f"epoch {epoch}: train loss {stats['segnet/train_loss']:.3f} | val mIoU (k=0, scale "
                   f"{cfg.key_scale}) {'-' if current is None else f'{current:.2f}'}")
         with dist.fail_together("saving the keyframe-net weights"):
-            save_segnet(ctx, state, current, is_best)
+            save_segnet(cfg, ctx.model, ctx.optimizer, ctx.schedule, state, current, is_best)
         if ctx.budget.ran_out(state.step, epoch, announce=dist.is_main()):
             break
     ctx.logger.close()
