@@ -118,7 +118,7 @@ def frozen_outputs(ctx: PropagationRun, batch: dict, frames: torch.Tensor) -> tu
             key_ids, last_ids = clip_keys(batch["name"], frames.shape[1] - 1)
             raw = ctx.cache.get(key_ids, frames[:, 0], lambda x: model.segnet_logits(x, cfg.key_scale))
             key = resize(raw, lowres_size(*frames.shape[-2:]))
-        if teacher is None and cfg.distil and not (cfg.pseudo_labels and cfg.use_crop):
+        if teacher is None and cfg.distil and not cfg.crop_view_targets:
             teacher = (ctx.cache.get(last_ids, frames[:, -1], lambda x: model.segnet_logits(x, cfg.key_scale))
                        if ctx.cache is not None else model.segnet_logits(frames[:, -1], cfg.key_scale))
     return key, teacher
@@ -131,7 +131,7 @@ def train_step(ctx: PropagationRun, batch: dict, where: str,
     frames = batch["frames"].to(ctx.device, non_blocking=True).float()  # B×T×3×H×W RGB 0–255
     label = batch["label"].to(ctx.device, non_blocking=True)  # B×H×W
     key_logits, teacher = frozen_outputs(ctx, batch, frames)
-    if cfg.pseudo_labels and cfg.use_crop:  # targets of the crop as the keyframe net sees it (crop_view_targets)
+    if cfg.crop_view_targets:  # targets of the crop as the keyframe net sees it (crop_view_targets)
         label, teacher = crop_view_targets(ctx.model, frames[:, -1], label, cfg.key_scale, ctx.preset.ignore_index,
                                            cfg.distil)
     with autocast(ctx.device, cfg.amp):

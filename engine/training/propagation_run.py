@@ -35,12 +35,13 @@ class EpochSettings:
     train_optical_flow: bool
     freeze_bn: bool
     checkpoint: Path  # the run's checkpoint.pth.tar, named when the loss turns non-finite
+    crop_view_targets: bool = False  # --pseudo-labels 1 --use-crop 1: targets of the crop itself
 
 
 def epoch_settings(cfg: Config) -> EpochSettings:
     return EpochSettings(cfg.amp, cfg.key_scale, cfg.finetune_all, cfg.distil, cfg.param_ce, cfg.param_ce_distil,
                          cfg.optim == "sgd", cfg.max_iters, cfg.early_stop, cfg.seed, cfg.train_optical_flow,
-                         cfg.freeze_bn, run_dir(cfg) / "checkpoint.pth.tar")
+                         cfg.freeze_bn, run_dir(cfg) / "checkpoint.pth.tar", cfg.pseudo_labels and cfg.use_crop)
 
 
 @dataclass
