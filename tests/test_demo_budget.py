@@ -27,7 +27,7 @@ def test_reference_cpu_skips_the_ablation_and_cuts_the_keyframe_net_by_hand():
     assert plan.fractions == pytest.approx({B.KEYFRAME: (available - 206) / 338, B.GSVNET: 1.0, B.ABLATION: 0.0})
     assert plan.skipped(B.ABLATION) and plan.scaled and plan.estimate_s == pytest.approx(B.TARGET_SECONDS)
     assert plan.budgets == pytest.approx({B.KEYFRAME: available - 206, B.GSVNET: None, B.ABLATION: None}, abs=0.051)
-    assert budget_flags(plan, B.GSVNET) == []
+    assert budget_flags(plan, B.GSVNET) == [] and not plan.small_crops  # 64 % of the keyframe net: its crops
     # --slowdown 2 plans for a CPU twice as slow and gives this one the iterations that CPU would run
     flags = budget_flags(plan, B.KEYFRAME, slowdown=2.0)
     assert float(flags[1]) == pytest.approx(plan.budgets[B.KEYFRAME] / 2, abs=0.051)
@@ -48,7 +48,9 @@ def test_slow_cpu_gives_the_gsvnet_stage_half_of_the_time_by_hand():
     flags = budget_flags(plan, B.GSVNET)
     assert flags == ["--time-budget", f"{plan.budgets[B.GSVNET]:g}", "--pretrain-flow-iters",
                      str(round(FLOW_PRETRAIN_ITERS * half / (206 * 3)))]
-    assert budget_flags(plan, B.KEYFRAME) == ["--time-budget", f"{plan.budgets[B.KEYFRAME]:g}"]
+    # a keyframe-net stage cut below SMALL_CROPS_BELOW (here 9 %) trains on the small crops
+    assert plan.small_crops
+    assert budget_flags(plan, B.KEYFRAME) == ["--time-budget", f"{plan.budgets[B.KEYFRAME]:g}"] + B.SMALL_CROPS
     text = B.describe(plan)[1]
     assert "train GSVNet without intra: skipped" in text and f"{plan.budgets[B.GSVNET]:g} s" in text
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from main import main as cli
-from tools.demo_budget import Plan, describe, plan as make_plan, probe
+from tools.demo_budget import SMALL_CROPS, Plan, describe, plan as make_plan, probe
 
 STAGE_SECONDS: dict[str, float] = {}
 # Training budget of the demo, tuned to about 10 minutes on a 2-core CPU (see README). Keyframe net:
@@ -78,6 +78,8 @@ def budget_flags(plan: Plan, stage: str, slowdown: float = 1.0) -> list[str]:
     if plan.budgets[stage] is None:
         return []
     flags = ["--time-budget", f"{round(plan.budgets[stage] / slowdown, 1):g}"]
+    if stage == "train keyframe net" and plan.small_crops:
+        flags += SMALL_CROPS
     if stage != "train keyframe net":
         flags += ["--pretrain-flow-iters", str(max(50, round(FLOW_PRETRAIN_ITERS * plan.fractions[stage])))]
     return flags
