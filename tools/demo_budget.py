@@ -146,7 +146,7 @@ def describe(p: Plan) -> list[str]:
         return [speed + f"; the whole recipe fits (estimated {p.estimate_s / 60:.1f} min)."]
     kept = "; ".join(f"{s}: {_kept(p, s)}" for s in TRAINING_STAGES)
     return [speed + ".",
-            f"To finish in about {TARGET_SECONDS / 60:.1f} min it trains {kept}. Evaluation, benchmark and video "
+            f"To finish in about {TARGET_SECONDS / 60:.1f} min the training stages keep: {kept}. Evaluation, benchmark and video "
             f"are not cut. Estimated {p.estimate_s / 60:.1f} min; figures of such a run sit below the README's, "
             "which used the whole recipe."]
 
