@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from main import main as cli
-from tools.demo_budget import SMALL_CROPS, Plan, describe, plan as make_plan, probe
+from tools.demo_budget import ABLATION, GSVNET, KEYFRAME, SMALL_CROPS, Plan, describe, plan as make_plan, probe
 
 STAGE_SECONDS: dict[str, float] = {}
 # Training budget of the demo, tuned to about 10 minutes on a 2-core CPU (see README). Keyframe net:
@@ -78,9 +78,9 @@ def budget_flags(plan: Plan, stage: str, slowdown: float = 1.0) -> list[str]:
     if plan.budgets[stage] is None:
         return []
     flags = ["--time-budget", f"{round(plan.budgets[stage] / slowdown, 1):g}"]
-    if stage == "train keyframe net" and plan.small_crops:
+    if stage == KEYFRAME and plan.small_crops:
         flags += SMALL_CROPS
-    if stage != "train keyframe net":
+    if stage != KEYFRAME:
         flags += ["--pretrain-flow-iters", str(max(50, round(FLOW_PRETRAIN_ITERS * plan.fractions[stage])))]
     return flags
 
@@ -88,17 +88,17 @@ def budget_flags(plan: Plan, stage: str, slowdown: float = 1.0) -> list[str]:
 def train_all(data: str, logs: str, plan: Plan, slowdown: float = 1.0) -> tuple[str, str, str | None]:
     """The three training stages; the ablation's checkpoint is None when the plan skips it."""
     base = common_args(data, logs)
-    run_stage("train keyframe net", base + ["--train-segnet", "1", "--checkname", "demo_segnet"] + SEGNET_ARGS
-              + budget_flags(plan, "train keyframe net", slowdown))
+    run_stage(KEYFRAME, base + ["--train-segnet", "1", "--checkname", "demo_segnet"] + SEGNET_ARGS
+              + budget_flags(plan, KEYFRAME, slowdown))
     segnet = str(Path(logs) / "run" / "synthetic" / "swiftnet_demo_segnet" / "segnet_best.pt")
     gsv = base + ["--segnet-weights", segnet] + GSVNET_ARGS
-    run_stage("train GSVNet", gsv + ["--checkname", "demo"] + budget_flags(plan, "train GSVNet", slowdown))
+    run_stage(GSVNET, gsv + ["--checkname", "demo"] + budget_flags(plan, GSVNET, slowdown))
     run_dir = Path(logs) / "run" / "synthetic"
-    if plan.skipped("train GSVNet without intra"):
-        print("\n=== demo: train GSVNet without intra: skipped by the training budget", flush=True)
+    if plan.skipped(ABLATION):
+        print(f"\n=== demo: {ABLATION}: skipped by the training budget", flush=True)
         return segnet, str(run_dir / "swiftnet_demo" / "model_best.pth.tar"), None
-    run_stage("train GSVNet without intra", gsv + ["--checkname", "demo_nointra", "--intra", "0"]
-              + budget_flags(plan, "train GSVNet without intra", slowdown))
+    run_stage(ABLATION, gsv + ["--checkname", "demo_nointra", "--intra", "0"]
+              + budget_flags(plan, ABLATION, slowdown))
     return segnet, str(run_dir / "swiftnet_demo" / "model_best.pth.tar"), \
         str(run_dir / "swiftnet_demo_nointra" / "model_best.pth.tar")
 

@@ -22,15 +22,15 @@ import torch
 
 REFERENCE_CPU = "AMD EPYC (family 25 model 17), native bf16, 2 cores"
 REFERENCE_PROBE = {"amp": 0.148, "fp32": 0.248}  # seconds of probe() there
+KEYFRAME, GSVNET, ABLATION = "train keyframe net", "train GSVNet", "train GSVNet without intra"  # stage names
 REFERENCE_STAGES = {                             # seconds of each demo stage there, recipe uncut (2026-12-05)
     "generate data": 19.0,
-    "train keyframe net": 338.0,
-    "train GSVNet": 206.0,
-    "train GSVNet without intra": 185.0,
+    KEYFRAME: 338.0,
+    GSVNET: 206.0,
+    ABLATION: 185.0,
     "evaluate": 64.0,                            # the six evaluations together
     "benchmark and video": 4.0,
 }
-KEYFRAME, GSVNET, ABLATION = "train keyframe net", "train GSVNet", "train GSVNet without intra"
 AMP_STAGES = (KEYFRAME,)
 TRAINING_STAGES = (KEYFRAME, GSVNET, ABLATION)
 TARGET_SECONDS = 510.0       # 10 minutes less a margin for what the estimate misses (start-up, loaders)
